@@ -1,0 +1,7 @@
+"""``python -m lsbench`` runs the command-line interface."""
+
+import sys
+
+from lsbench.cli import main
+
+sys.exit(main())

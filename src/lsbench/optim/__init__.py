@@ -1,0 +1,43 @@
+"""Stochastic line-search optimizers and the registry of every optimizer a grid may name.
+
+All optimizers share one closure contract: ``loss = opt.step(closure)`` once per sampled batch, where
+``closure()`` runs the forward pass on that batch and returns the mean loss; the optimizer zeroes gradients and
+calls ``backward`` itself. See :class:`lsbench.optim._linesearch.LineSearchOptimizer`.
+"""
+
+from lsbench.optim.baselines import SGD, Adam, RMSprop
+from lsbench.optim.closure import BatchClosure, ClosureFactory
+from lsbench.optim.labpal import LABPAL
+from lsbench.optim.pal import PAL
+from lsbench.optim.registry import (
+    OPTIMIZERS,
+    HParam,
+    OptimizerEntry,
+    StepReport,
+    TrainingContext,
+    build_optimizer,
+    get_optimizer,
+    step_report,
+    training_steps,
+)
+from lsbench.optim.sls import SLS
+
+__all__ = [
+    "LABPAL",
+    "OPTIMIZERS",
+    "PAL",
+    "SGD",
+    "SLS",
+    "Adam",
+    "BatchClosure",
+    "ClosureFactory",
+    "HParam",
+    "OptimizerEntry",
+    "RMSprop",
+    "StepReport",
+    "TrainingContext",
+    "build_optimizer",
+    "get_optimizer",
+    "step_report",
+    "training_steps",
+]
