@@ -82,9 +82,14 @@ class BatchClosure:
         if self.seed is None:
             loss = self.factory.loss(self.inputs, self.targets)
         else:
-            devices = [self.inputs.device] if self.inputs.device.type == "cuda" else []
-            with torch.random.fork_rng(devices=devices):
-                torch.manual_seed(self.seed)
+            device = self.inputs.device
+            on_cuda = device.type == "cuda"
+            with torch.random.fork_rng(devices=[device] if on_cuda else []):
+                # Seed only the generators this batch uses: torch.manual_seed would also walk every CUDA device
+                # (and, without CUDA, record a stack trace for lazy seeding) on every call.
+                torch.default_generator.manual_seed(self.seed)
+                if on_cuda:
+                    torch.cuda.default_generators[device.index or 0].manual_seed(self.seed)
                 loss = self.factory.loss(self.inputs, self.targets)
         if probe:
             self.factory.restore_norm_statistics()

@@ -1,0 +1,37 @@
+"""Command-line interface: a thin layer that parses arguments, calls the library and formats the result.
+
+Exit codes: 0 success, 1 failure, 2 bad input (with a one-line reason on stderr).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lsbench import __version__
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lsbench", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lsbench {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from lsbench.demo import add_demo_parser
+    from lsbench.train.cli import add_train_parser
+
+    add_train_parser(subparsers)
+    add_demo_parser(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    return args.handler(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,402 @@
+"""Datasets of the benchmark problems, as raw tensors plus the recipe to turn them into network inputs.
+
+Loaders return a :class:`RawDataset` on the CPU: inputs in raw pixel space (``uint8`` images, or floats for
+data that has no natural byte form), the train/validation/test split already applied, and the per-channel
+normalization and training augmentation to apply on the device. Keeping the data raw lets the training
+augmentation pad with zeros in pixel space before normalizing, as the reference torchvision pipelines do.
+
+Splits follow the thesis experiments (``reference/algorithms.md`` §10):
+
+* ``split="default"`` (PAL chapter): the first 90 % of the official CIFAR training set (45,000 images) train,
+  the last 10 % (5,000) validate, not shuffled.
+* ``split="labpal"`` (LABPAL harness): a random 80 %/20 % split (40,000/10,000) with ``random_split``'s
+  indices for a generator seeded 42; CIFAR-100 is augmented with padding 8 instead of 4 there. Unlike that
+  harness, validation data is not augmented here.
+
+The test split is always the official test set. Splits are fractions rather than fixed counts so that a tiny
+folder in the same format (as the tests write) can be split by the same rules.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from lsbench.problems.transforms import Augmentation
+
+__all__ = [
+    "DATASETS",
+    "SPLITS",
+    "RawDataset",
+    "cifar10small_indices",
+    "cifar_split",
+    "default_data_dir",
+    "load_dataset",
+    "make_cifar_shaped",
+    "make_synthetic",
+    "partition",
+    "read_cifar",
+]
+
+SPLITS = ("default", "labpal")
+"""Split rules known to the loaders; not every dataset offers every rule."""
+
+CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
+CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4867, 0.4408)
+CIFAR100_STD = (0.2675, 0.2565, 0.2761)
+
+DIGITS_SPLIT_SIZES = (1197, 300, 300)
+"""Train/validation/test sizes of scikit-learn's 1,797 digits."""
+
+
+@dataclass(frozen=True)
+class RawDataset:
+    """Train/validation/test data in raw form plus the normalization and training augmentation to apply.
+
+    ``uint8`` inputs are pixel values in [0, 255]; floating-point inputs are already scaled (see
+    :class:`~lsbench.problems.transforms.Normalize`). ``augmentation`` applies to the training split only.
+    """
+
+    train_inputs: Tensor
+    train_targets: Tensor
+    validation_inputs: Tensor
+    validation_targets: Tensor
+    test_inputs: Tensor
+    test_targets: Tensor
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augmentation: Augmentation | None
+
+
+def default_data_dir() -> Path:
+    """Where datasets live unless ``data_dir`` is given: ``$LSBENCH_DATA``, else ``~/.lsbench/data``."""
+    return Path(os.environ.get("LSBENCH_DATA", "~/.lsbench/data")).expanduser()
+
+
+def partition(num_samples: int, sizes: Sequence[int], *, seed: int | None) -> list[Tensor]:
+    """Disjoint int64 index sets of the given ``sizes`` out of ``range(num_samples)``.
+
+    With ``seed=None`` the sets are consecutive runs in order (the first ``sizes[0]`` indices, then the next
+    ...). With a seed they are consecutive slices of ``torch.randperm(num_samples)`` drawn from a generator
+    seeded ``seed`` — the same indices ``torch.utils.data.random_split`` returns for that generator, which is
+    how the LABPAL harness split CIFAR. ``sizes`` may sum to less than ``num_samples``; the rest is unused.
+    """
+    if any(size < 0 for size in sizes) or sum(sizes) > num_samples:
+        raise ValueError(f"cannot take sizes {list(sizes)} out of {num_samples} samples")
+    if seed is None:
+        order = torch.arange(num_samples)
+    else:
+        order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(seed))
+    return list(order[: sum(sizes)].split(list(sizes)))
+
+
+def _check_split(dataset: str, split: str, offered: Sequence[str]) -> None:
+    if split not in offered:
+        raise ValueError(f"dataset {dataset!r} has no split {split!r}; available: {', '.join(offered)}")
+
+
+# --------------------------------------------------------------------------------------------------- CIFAR
+
+
+@dataclass(frozen=True)
+class _CifarFormat:
+    title: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: str
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    labpal_pad: int
+    torchvision_class: str
+
+
+_CIFAR = {
+    "cifar10": _CifarFormat(
+        title="CIFAR-10",
+        folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_files=("test_batch",),
+        label_key="labels",
+        num_classes=10,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        labpal_pad=4,
+        torchvision_class="CIFAR10",
+    ),
+    "cifar100": _CifarFormat(
+        title="CIFAR-100",
+        folder="cifar-100-python",
+        train_files=("train",),
+        test_files=("test",),
+        label_key="fine_labels",
+        num_classes=100,
+        mean=CIFAR100_MEAN,
+        std=CIFAR100_STD,
+        labpal_pad=8,
+        torchvision_class="CIFAR100",
+    ),
+}
+
+# Validation share of the official training set (percent) and the shuffling seed (None: keep file order).
+_CIFAR_SPLITS: dict[str, tuple[int, int | None]] = {"default": (10, None), "labpal": (20, 42)}
+_CIFAR_DEFAULT_PAD = 4
+
+
+def _read_cifar_file(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
+    with path.open("rb") as handle:
+        # The official files were pickled by Python 2: "bytes" keeps their str keys as bytes.
+        batch: dict[Any, Any] = pickle.load(handle, encoding="bytes")
+    fields = {key.decode() if isinstance(key, bytes) else key: value for key, value in batch.items()}
+    data = np.asarray(fields["data"], dtype=np.uint8)
+    labels = np.asarray(fields[label_key], dtype=np.int64)
+    if data.ndim != 2 or data.shape[1] != 3 * 32 * 32 or data.shape[0] != labels.shape[0]:
+        raise ValueError(f"{path}: expected (N, 3072) pixel rows and N labels, got {data.shape}/{labels.shape}")
+    return data, labels
+
+
+def read_cifar(name: str, root: str | os.PathLike[str], *, download: bool = False) -> tuple[Tensor, ...]:
+    """Read CIFAR-10 (``name="cifar10"``) or CIFAR-100 (``"cifar100"``, fine labels) from ``root``.
+
+    Reads the official python-pickle folder (``cifar-10-batches-py/`` or ``cifar-100-python/``) directly,
+    without torchvision's dataset class, which would insist on the official checksums. Each file row holds
+    the red plane, then green, then blue, each 32×32 row-major, so it reshapes to ``(3, 32, 32)`` CHW.
+
+    Returns:
+        ``(train_images, train_labels, test_images, test_labels)``, images ``uint8 (N, 3, 32, 32)``, labels
+        ``int64 (N,)``.
+
+    Raises:
+        FileNotFoundError: the folder is missing and ``download`` is false.
+    """
+    fmt = _CIFAR[name]
+    folder = Path(root).expanduser() / fmt.folder
+    if not folder.is_dir():
+        if not download:
+            raise FileNotFoundError(
+                f"{fmt.title} not found: no folder {folder}; pass download=True to fetch it, "
+                f"or set data_dir (or $LSBENCH_DATA) to the directory that contains {fmt.folder}/"
+            )
+        _download_cifar(fmt, folder.parent)
+
+    def read(files: tuple[str, ...]) -> tuple[Tensor, Tensor]:
+        parts = [_read_cifar_file(folder / file, fmt.label_key) for file in files]
+        images = np.concatenate([data for data, _ in parts]).reshape(-1, 3, 32, 32)
+        labels = np.concatenate([labels for _, labels in parts])
+        return torch.from_numpy(images), torch.from_numpy(labels)
+
+    return (*read(fmt.train_files), *read(fmt.test_files))
+
+
+def _download_cifar(fmt: _CifarFormat, root: Path) -> None:
+    # Imported here: torchvision is only needed for this one-time download and is slow to import.
+    import torchvision.datasets
+
+    root.mkdir(parents=True, exist_ok=True)
+    getattr(torchvision.datasets, fmt.torchvision_class)(root=str(root), train=True, download=True)
+
+
+def cifar_split(num_train_images: int, split: str) -> tuple[Tensor, Tensor]:
+    """Training and validation indices into the official CIFAR training set of ``num_train_images``.
+
+    ``"default"``: first 90 %/last 10 % (45,000/5,000 for the real data); ``"labpal"``: random 80 %/20 %
+    (40,000/10,000) as ``random_split`` with a generator seeded 42.
+    """
+    _check_split("cifar", split, tuple(_CIFAR_SPLITS))
+    validation_percent, seed = _CIFAR_SPLITS[split]
+    num_validation = num_train_images * validation_percent // 100
+    train, validation = partition(num_train_images, [num_train_images - num_validation, num_validation], seed=seed)
+    return train, validation
+
+
+def _load_cifar(name: str, root: Path, split: str, download: bool) -> RawDataset:
+    fmt = _CIFAR[name]
+    _check_split(name, split, tuple(_CIFAR_SPLITS))
+    train_images, train_labels, test_images, test_labels = read_cifar(name, root, download=download)
+    train, validation = cifar_split(train_labels.shape[0], split)
+    return RawDataset(
+        train_inputs=train_images[train],
+        train_targets=train_labels[train],
+        validation_inputs=train_images[validation],
+        validation_targets=train_labels[validation],
+        test_inputs=test_images,
+        test_targets=test_labels,
+        num_classes=fmt.num_classes,
+        mean=fmt.mean,
+        std=fmt.std,
+        augmentation=Augmentation(pad=fmt.labpal_pad if split == "labpal" else _CIFAR_DEFAULT_PAD),
+    )
+
+
+def cifar10small_indices(num_train_images: int) -> Tensor:
+    """Indices, into the default training split, of the CIFAR-10 subset of thesis Chapter 5.
+
+    The subset holds 8 % of the official training set (4,000 of 50,000 images), drawn once from the default
+    45,000-image training split with a generator seeded 0, so it is the same for every run seed. Sorted.
+    """
+    default_train, _ = cifar_split(num_train_images, "default")
+    subset = partition(default_train.shape[0], [num_train_images * 8 // 100], seed=0)[0]
+    return subset.sort().values
+
+
+def _load_cifar10small(root: Path, split: str, download: bool) -> RawDataset:
+    _check_split("cifar10small", split, ("default",))
+    full = _load_cifar("cifar10", root, split, download)
+    keep = cifar10small_indices(full.train_targets.shape[0] + full.validation_targets.shape[0])
+    return RawDataset(
+        train_inputs=full.train_inputs[keep],
+        train_targets=full.train_targets[keep],
+        validation_inputs=full.validation_inputs,
+        validation_targets=full.validation_targets,
+        test_inputs=full.test_inputs,
+        test_targets=full.test_targets,
+        num_classes=full.num_classes,
+        mean=full.mean,
+        std=full.std,
+        augmentation=full.augmentation,
+    )
+
+
+# ------------------------------------------------------------------------------------------ small datasets
+
+
+def _load_digits(root: Path, split: str, download: bool) -> RawDataset:
+    """scikit-learn's 8×8 digits (shipped with the package, so no download): a real dataset small enough to
+    train on a laptop CPU in seconds. Fixed permutation (seed 0) into 1,197/300/300; pixels scaled to [0, 1]
+    and normalized by the training split's mean and standard deviation."""
+    _check_split("digits", split, ("default",))
+    # Imported here: scikit-learn is only needed for this dataset and is slow to import.
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    labels = torch.tensor(bunch.target, dtype=torch.int64)
+    train, validation, test = partition(labels.shape[0], DIGITS_SPLIT_SIZES, seed=0)
+    train_images = images[train]
+    return RawDataset(
+        train_inputs=train_images,
+        train_targets=labels[train],
+        validation_inputs=images[validation],
+        validation_targets=labels[validation],
+        test_inputs=images[test],
+        test_targets=labels[test],
+        num_classes=10,
+        mean=(train_images.mean().item(),),
+        std=(train_images.std().item(),),
+        augmentation=None,
+    )
+
+
+def make_synthetic(
+    *,
+    sample_shape: tuple[int, ...] = (1, 8, 8),
+    num_classes: int = 10,
+    sizes: tuple[int, int, int] = (1024, 256, 256),
+    seed: int = 0,
+) -> RawDataset:
+    """A learnable synthetic classification task: standard-normal inputs labelled by a random linear teacher.
+
+    Labels are ``argmax(x @ W)`` for a fixed Gaussian ``W``, so even a linear model can reach high accuracy
+    and a loss curve shows real progress. Everything is drawn from a generator seeded ``seed``; the inputs
+    are already standardized (identity normalization) and there is no augmentation.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    total = sum(sizes)
+    inputs = torch.randn(total, *sample_shape, generator=generator)
+    teacher = torch.randn(math.prod(sample_shape), num_classes, generator=generator)
+    targets = (inputs.flatten(1) @ teacher).argmax(dim=1)
+    train, validation, test = partition(total, sizes, seed=None)
+    channels = sample_shape[0]
+    return RawDataset(
+        train_inputs=inputs[train],
+        train_targets=targets[train],
+        validation_inputs=inputs[validation],
+        validation_targets=targets[validation],
+        test_inputs=inputs[test],
+        test_targets=targets[test],
+        num_classes=num_classes,
+        mean=(0.0,) * channels,
+        std=(1.0,) * channels,
+        augmentation=None,
+    )
+
+
+def make_cifar_shaped(
+    *, num_classes: int = 10, sizes: tuple[int, int, int] = (2048, 256, 256), seed: int = 0
+) -> RawDataset:
+    """Synthetic stand-in for CIFAR-10: ``uint8`` 3×32×32 images with CIFAR-10 normalization and augmentation.
+
+    It exists so that the cost of a CIFAR ResNet training step (and an optimizer's overhead on it) can be
+    measured without the real dataset. Each class has a random colour and an image is that colour plus pixel
+    noise: the label survives random crops and flips, so the task stays learnable under augmentation.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    total = sum(sizes)
+    colours = torch.rand(num_classes, 3, 1, 1, generator=generator) * 255.0
+    targets = torch.randint(0, num_classes, (total,), generator=generator)
+    noise = torch.randn(total, 3, 32, 32, generator=generator) * 40.0
+    images = (colours[targets] + noise).round_().clamp_(0, 255).to(torch.uint8)
+    train, validation, test = partition(total, sizes, seed=None)
+    return RawDataset(
+        train_inputs=images[train],
+        train_targets=targets[train],
+        validation_inputs=images[validation],
+        validation_targets=targets[validation],
+        test_inputs=images[test],
+        test_targets=targets[test],
+        num_classes=num_classes,
+        mean=CIFAR10_MEAN,
+        std=CIFAR10_STD,
+        augmentation=Augmentation(pad=_CIFAR_DEFAULT_PAD),
+    )
+
+
+def _generated(name: str, make: Callable[[], RawDataset]) -> Callable[[Path, str, bool], RawDataset]:
+    def load(root: Path, split: str, download: bool) -> RawDataset:
+        _check_split(name, split, ("default",))
+        return make()
+
+    return load
+
+
+# ---------------------------------------------------------------------------------------------- registry
+
+DATASETS: dict[str, Callable[[Path, str, bool], RawDataset]] = {
+    "cifar10": lambda root, split, download: _load_cifar("cifar10", root, split, download),
+    "cifar100": lambda root, split, download: _load_cifar("cifar100", root, split, download),
+    "cifar10small": _load_cifar10small,
+    "digits": _load_digits,
+    "synthetic": _generated("synthetic", make_synthetic),
+    "cifar10shaped": _generated("cifar10shaped", make_cifar_shaped),
+}
+"""Dataset keys used in problem names, mapped to ``loader(root, split, download)``."""
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    split: str = "default",
+    download: bool = False,
+) -> RawDataset:
+    """Load dataset ``name`` (a key of :data:`DATASETS`) on the CPU, split by rule ``split``.
+
+    ``data_dir`` (default :func:`default_data_dir`) and ``download`` only matter for the CIFAR datasets; the
+    others ship with a package or are generated.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")
+    root = default_data_dir() if data_dir is None else Path(data_dir).expanduser()
+    return DATASETS[name](root, split, download)

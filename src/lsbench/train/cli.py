@@ -1,0 +1,134 @@
+"""``lsbench train``: one training job from the command line.
+
+    python -m lsbench train --problem digits_mlp --optimizer pal --set measuring_step_size=0.1 \\
+        --seed 1 --steps 300 --eval-every 100 --checkpoint-every 50 --out runs/pal
+
+Rerunning the same command with the same ``--out`` resumes from the newest checkpoint there. The same options
+work as ``python -m lsbench.train.cli …`` without the subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lsbench.train.trainer import TrainConfig, TrainResult, train
+
+__all__ = ["add_train_parser", "main", "run_train"]
+
+_DESCRIPTION = "Train one problem with one optimizer; resumes from a checkpoint in --out."
+
+
+def add_train_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register the ``train`` subcommand; its handler is ``args.handler = run_train``."""
+    parser = subparsers.add_parser("train", help=_DESCRIPTION, description=_DESCRIPTION)
+    _add_arguments(parser)
+    parser.set_defaults(handler=run_train)
+    return parser
+
+
+def _add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--problem", required=True, help="problem name, e.g. digits_mlp")
+    parser.add_argument("--optimizer", required=True, help="optimizer grid name, e.g. pal")
+    parser.add_argument(
+        "--set",
+        dest="hparams",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        type=_key_value,
+        help="optimizer hyperparameter (repeatable); VALUE is YAML, e.g. 0.1, 1e-3, true, null, [[0, 1]]",
+    )
+    parser.add_argument("--seed", type=int, default=1, help="run seed (default 1)")
+    parser.add_argument("--steps", type=int, help="step budget (default: the problem's)")
+    parser.add_argument("--eval-every", type=int, help="evaluation interval (default: the problem's)")
+    parser.add_argument("--batch-size", type=int, help="training batch size (default: the problem's)")
+    parser.add_argument("--weight-decay", type=float, help="L2 coefficient (default: the problem's)")
+    parser.add_argument("--checkpoint-every", type=int, help="checkpoint interval in steps (default: none)")
+    parser.add_argument("--out", type=Path, help="run directory: checkpoints, result.json, metrics.jsonl")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument("--data-dir", help="dataset root for CIFAR problems")
+    parser.add_argument("--split", default="default", help="train/validation split rule: default or labpal")
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """Parse ``KEY=VALUE`` with a YAML value.
+
+    PyYAML follows YAML 1.1, which reads ``1e-3`` (no dot) as a string; such a value is taken as the number
+    it obviously is, so ``--set lr=1e-3`` works.
+    """
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise argparse.ArgumentTypeError(f"{key}: cannot parse {raw!r} as YAML ({error})") from None
+    if isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            pass
+        else:
+            if math.isfinite(number):
+                value = number
+    return key.strip(), value
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run the job described by parsed arguments; print a one-line summary. Returns the exit code.
+
+    Invalid problems, optimizers, hyperparameters and a checkpoint of another run in ``--out`` are usage
+    errors: one line on stderr, exit code 2. A diverged run is a valid result and exits with 0.
+    """
+    try:
+        config = TrainConfig(
+            problem=args.problem,
+            optimizer=args.optimizer,
+            hparams=dict(args.hparams),
+            seed=args.seed,
+            steps=args.steps,
+            eval_every=args.eval_every,
+            batch_size=args.batch_size,
+            weight_decay=args.weight_decay,
+            checkpoint_every=args.checkpoint_every,
+            device=args.device,
+            data_dir=args.data_dir,
+            split=args.split,
+        )
+        result = train(config, args.out)
+    except ValueError as error:
+        print(f"lsbench train: error: {error}", file=sys.stderr)
+        return 2
+    print(_summary_line(config, result))
+    return 0
+
+
+def _summary_line(config: TrainConfig, result: TrainResult) -> str:
+    summary = result.summary()
+    status = summary["status"]
+    if result.diverged_at_step is not None:
+        status += f" at step {result.diverged_at_step}"
+    return (
+        f"{config.problem} {config.optimizer} seed {config.seed}: {status}, {summary['steps']} steps, "
+        f"train loss {summary['train_loss']:.4g}, val acc {summary['val_acc']:.4f}, "
+        f"test acc {summary['test_acc']:.4f}, mean lr {summary['mean_effective_lr']:.4g}, "
+        f"{summary['seconds']:.1f} s"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m lsbench.train.cli``: the ``train`` subcommand's options without the subcommand."""
+    parser = argparse.ArgumentParser(prog="python -m lsbench.train.cli", description=_DESCRIPTION)
+    _add_arguments(parser)
+    return run_train(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

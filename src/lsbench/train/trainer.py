@@ -1,0 +1,528 @@
+"""The step-based trainer: one training job from a :class:`TrainConfig` to a :class:`TrainResult`.
+
+Accounting follows thesis Chapter 6: the budget is counted in *steps*, and one step is the sampling of one
+training batch. Every optimizer's ``step(closure)`` is called exactly once per batch, so optimizers that spend
+several batches on one update (LABPAL's measurements) are charged for every batch they see.
+
+What happens in a run:
+
+* **Seeding.** The problem (model initialisation, shuffling, augmentation) is built from ``config.seed``; the
+  closure of step ``t`` gets the seed ``seed * 1_000_003 + t``, which fixes its dropout masks. Nothing else
+  draws random numbers, so a run is a function of its configuration. Deterministic kernels are switched on
+  for the duration of the run (``torch.use_deterministic_algorithms(True, warn_only=True)``; on CUDA also
+  ``CUBLAS_WORKSPACE_CONFIG``); the previous setting is restored afterwards. Two runs of one configuration --
+  or one run and its resumed continuation -- are then bitwise identical on the same kind of device; on the CPU
+  also the number of threads must match (``torch.set_num_threads``), because it changes how a matrix product
+  is split and therefore its rounding.
+* **No host synchronisation per step.** Reading a GPU scalar (``.item()``, ``float(t)``, ``bool(t)``) blocks
+  the host until the device has finished all queued work; once per step that would leave the GPU idle while
+  Python prepares the next step. The trainer keeps its running sums on the device and reads them once per
+  evaluation point.
+* **Evaluation** every ``eval_every`` steps and at the end: the window's mean training objective, validation
+  and test loss and accuracy, the window's mean effective learning rate and number of updates, cumulative
+  forward/backward passes and elapsed seconds (:data:`EvalPoint`).
+* **Divergence.** A non-finite step loss is noticed at the next evaluation point (that is where the sums are
+  read); the run stops there with status ``"diverged"`` and the exact first bad step.
+* **Checkpoints** (``checkpoint_every`` steps, into ``out_dir``) hold everything needed to continue bitwise
+  identically; ``train`` resumes from the newest readable one it finds. See :mod:`lsbench.train.checkpoint`.
+  They are kept when the run ends (``result.json`` marks a finished run): training the same configuration into
+  the same directory again repeats only the steps after the last checkpoint and ends with the same result.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import UnionType
+from typing import Any, Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from lsbench.optim import (
+    ClosureFactory,
+    StepReport,
+    TrainingContext,
+    build_optimizer,
+    get_optimizer,
+    step_report,
+    training_steps,
+)
+from lsbench.problems import build_problem, evaluate, get_problem
+from lsbench.train.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+
+__all__ = [
+    "FINAL_MODEL_FILE",
+    "METRICS_FILE",
+    "RESULT_FILE",
+    "CheckpointMismatchError",
+    "EvalPoint",
+    "Status",
+    "TrainConfig",
+    "TrainResult",
+    "train",
+]
+
+Status = Literal["completed", "diverged", "interrupted"]
+EvalPoint = dict[str, float]
+"""One evaluation point: ``step``, ``train_loss`` (mean objective, L2 term included, over the window's finite
+step losses), ``val_loss``, ``val_acc``, ``test_loss``, ``test_acc``, ``mean_effective_lr`` (window mean over
+steps), ``updates`` (in the window), ``forward_passes`` and ``backward_passes`` (cumulative) and ``elapsed``
+(training seconds so far, summed over resumed sessions)."""
+
+RESULT_FILE = "result.json"
+METRICS_FILE = "metrics.jsonl"
+FINAL_MODEL_FILE = "final_model.pt"
+
+# Settings that say where and how often a run is executed, not what it computes. A run may resume with other
+# values, e.g. on another node whose data was staged to a different scratch path.
+_EXECUTION_FIELDS = ("checkpoint_every", "device", "data_dir")
+
+_log = logging.getLogger(__name__)
+
+
+class CheckpointMismatchError(ValueError):
+    """The output directory holds a checkpoint of a different run; resuming it would mix two runs."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training job. ``None`` means the problem's default (``lsbench.problems.ProblemDefaults``).
+
+    Invalid names, hyperparameters and ranges raise ValueError at construction, so a sweep learns about a bad
+    configuration before it loads any data. ``hparams`` holds only the values that were set; :meth:`resolved`
+    fills in every default.
+
+    Attributes:
+        problem: a problem name, e.g. ``"digits_mlp"``.
+        optimizer: an optimizer grid name, e.g. ``"pal"``.
+        hparams: optimizer hyperparameters by grid key.
+        seed: run seed (initialisation, batch order, augmentation, dropout).
+        steps: nominal budget in steps; LABPAL's noise factor may rescale it.
+        eval_every: evaluation interval in steps.
+        batch_size: training batch size.
+        weight_decay: L2 coefficient; the objective is ``loss + weight_decay / 2 * Σ‖θ‖²``.
+        checkpoint_every: checkpoint interval in steps; None writes no checkpoints.
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, … or ``"auto"`` (CUDA if available).
+        data_dir: dataset root (CIFAR problems).
+        split: train/validation split rule, ``"default"`` or ``"labpal"``.
+    """
+
+    problem: str
+    optimizer: str
+    hparams: dict[str, Any] = field(default_factory=dict)
+    seed: int = 1
+    steps: int | None = None
+    eval_every: int | None = None
+    batch_size: int | None = None
+    weight_decay: float | None = None
+    checkpoint_every: int | None = None
+    device: str = "cpu"
+    data_dir: str | None = None
+    split: str = "default"
+
+    def __post_init__(self) -> None:
+        get_problem(self.problem)
+        get_optimizer(self.optimizer).resolve(self.hparams)
+        if not (_is_number(self.seed, int) and self.seed >= 0):
+            raise ValueError(f"seed: expected a non-negative integer, got {self.seed!r}")
+        for name in ("steps", "eval_every", "batch_size", "checkpoint_every"):
+            value = getattr(self, name)
+            if not (value is None or (_is_number(value, int) and value >= 1)):
+                raise ValueError(f"{name}: expected a positive integer or null, got {value!r}")
+        wd = self.weight_decay
+        if not (wd is None or (_is_number(wd, int | float) and 0 <= wd < math.inf)):
+            raise ValueError(f"weight_decay: expected a finite number >= 0 or null, got {wd!r}")
+        if self.device != "auto":
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise ValueError(f"device: {self.device!r} is not a torch device or 'auto'") from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy; :meth:`from_dict` turns it back into an equal config."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
+        """A config from :meth:`to_dict` output or a stored row; unknown or missing keys raise ValueError."""
+        fields = dataclasses.fields(cls)
+        unknown = set(data) - {f.name for f in fields}
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {', '.join(sorted(unknown))}")
+        missing = [
+            f.name for f in fields if f.name not in data and f.default is f.default_factory is dataclasses.MISSING
+        ]
+        if missing:
+            raise ValueError(f"missing TrainConfig keys: {', '.join(missing)}")
+        return cls(**{**data, "hparams": dict(data.get("hparams", {}))})
+
+    def resolved(self) -> TrainConfig:
+        """This config with every default filled in: problem settings, hyperparameters, a concrete device."""
+        defaults = get_problem(self.problem).defaults
+        device = self.device
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        return dataclasses.replace(
+            self,
+            hparams=get_optimizer(self.optimizer).resolve(self.hparams),
+            steps=defaults.steps if self.steps is None else self.steps,
+            eval_every=defaults.eval_every if self.eval_every is None else self.eval_every,
+            batch_size=defaults.batch_size if self.batch_size is None else self.batch_size,
+            weight_decay=defaults.weight_decay if self.weight_decay is None else float(self.weight_decay),
+            device=device,
+        )
+
+
+@dataclass
+class TrainResult:
+    """The outcome of :func:`train`.
+
+    Attributes:
+        config: the resolved configuration (every default filled in), as a dict.
+        status: ``"completed"``; ``"diverged"`` (a step loss was NaN or infinite); ``"interrupted"``
+            (``should_stop`` asked to stop; the run can be resumed from its checkpoint).
+        steps_done: steps trained.
+        total_steps: the step budget actually trained for (LABPAL's noise factor rescales the nominal one).
+        diverged_at_step: the first step whose loss was not finite, or None.
+        history: the evaluation points (:data:`EvalPoint`) in step order.
+        elapsed: training seconds, summed over all sessions of a resumed run.
+        mean_effective_lr: effective learning rate averaged over all steps of the run.
+        resumed_from_step: step of the checkpoint this session continued from; None for a fresh start.
+    """
+
+    config: dict[str, Any]
+    status: Status
+    steps_done: int
+    total_steps: int
+    diverged_at_step: int | None
+    history: list[EvalPoint]
+    elapsed: float
+    mean_effective_lr: float
+    resumed_from_step: int | None = None
+
+    @property
+    def final(self) -> EvalPoint:
+        """The last evaluation point (empty if the run was interrupted before its first one)."""
+        return self.history[-1] if self.history else {}
+
+    def summary(self) -> dict[str, Any]:
+        """The few numbers a results table shows for a run."""
+        final = self.final
+        return {
+            "status": self.status,
+            "steps": self.steps_done,
+            "train_loss": final.get("train_loss", math.nan),
+            "val_acc": final.get("val_acc", math.nan),
+            "test_acc": final.get("test_acc", math.nan),
+            "mean_effective_lr": self.mean_effective_lr,
+            "seconds": self.elapsed,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """All fields plus ``final`` and ``summary``, JSON-ready: NaN and infinities become None."""
+        return _json_ready({**dataclasses.asdict(self), "final": self.final, "summary": self.summary()})
+
+
+def train(
+    config: TrainConfig,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    on_eval: Callable[[EvalPoint], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> TrainResult:
+    """Run one training job, resuming from a checkpoint in ``out_dir`` if one is there.
+
+    Args:
+        config: what to train.
+        out_dir: where checkpoints (if ``config.checkpoint_every``) and, at the end, ``result.json``,
+            ``metrics.jsonl`` and ``final_model.pt`` go. Created if missing.
+        on_eval: called with every new evaluation point, e.g. to stream metrics to a store. After a resume,
+            points computed after the last checkpoint are computed -- and reported -- again, with the same
+            values.
+        should_stop: polled after every step but the last (a Python call, no device work); when it returns
+            True the run checkpoints (if checkpointing is on) and returns with status ``"interrupted"``. A
+            worker sets it from a signal handler to leave cleanly before a scheduler's time limit.
+
+    Raises:
+        CheckpointMismatchError: ``out_dir`` holds a checkpoint of a different run.
+    """
+    config = config.resolved()
+    directory = None if out_dir is None else Path(out_dir)
+    if directory is not None:
+        directory.mkdir(parents=True, exist_ok=True)
+    with _deterministic_algorithms(torch.device(config.device)):
+        run = _Run(config)
+        if directory is not None:
+            run.resume(directory)
+        result = run.train(directory if config.checkpoint_every else None, on_eval, should_stop)
+    if directory is not None and result.status != "interrupted":
+        _write_outputs(directory, result, run.problem.model.state_dict())
+    return result
+
+
+@contextlib.contextmanager
+def _deterministic_algorithms(device: torch.device) -> Iterator[None]:
+    """Deterministic kernels for the duration of a run; the caller's setting is restored afterwards.
+
+    ``warn_only``: an operation without a deterministic implementation warns instead of failing the run.
+    cuBLAS needs a fixed workspace configuration to be deterministic; it is set unless the user chose one.
+    """
+    enabled = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
+
+
+class _Window(NamedTuple):
+    """The step sums of one evaluation window, read to the host."""
+
+    loss_sum: float
+    finite_losses: int
+    lr_sum: float
+    updates: int
+    first_bad_step: int | None
+
+
+class _StepSums:
+    """Device-side running sums of what every step reports (see the module docstring for why on the device).
+
+    The window sums restart at every evaluation point; ``run_lr_sum`` and ``first_bad_step`` cover the run.
+    """
+
+    _WINDOW = ("loss_sum", "finite_losses", "lr_sum", "updates")
+
+    def __init__(self, device: torch.device) -> None:
+        def zero(dtype: torch.dtype) -> Tensor:
+            return torch.zeros((), dtype=dtype, device=device)
+
+        self.sums: dict[str, Tensor] = {
+            "loss_sum": zero(torch.float64),  # finite step losses only, so one NaN does not hide the rest
+            "finite_losses": zero(torch.int64),
+            "lr_sum": zero(torch.float64),
+            "updates": zero(torch.int64),
+            "run_lr_sum": zero(torch.float64),
+            "first_bad_step": torch.full((), -1, dtype=torch.int64, device=device),
+        }
+
+    def add(self, step: int, loss: Tensor, report: StepReport) -> None:
+        """Fold one step in with asynchronous device operations only (Python numbers are kernel arguments)."""
+        sums = self.sums
+        finite = torch.isfinite(loss)
+        sums["loss_sum"] += torch.where(finite, loss, 0.0)
+        sums["finite_losses"] += finite
+        sums["lr_sum"] += report.effective_lr
+        sums["run_lr_sum"] += report.effective_lr
+        sums["updates"] += report.updated
+        first_bad = sums["first_bad_step"]
+        first_bad.masked_fill_(first_bad.lt(0) & ~finite, step)
+
+    def read_window(self) -> _Window:
+        """The window's sums in one host synchronisation; the window restarts."""
+        sums = self.sums
+        names = (*self._WINDOW, "first_bad_step")
+        values = torch.stack([sums[name].double() for name in names]).tolist()
+        for name in self._WINDOW:
+            sums[name].zero_()
+        loss_sum, finite_losses, lr_sum, updates, first_bad = values
+        first_bad_step = None if first_bad < 0 else int(first_bad)
+        return _Window(loss_sum, int(finite_losses), lr_sum, int(updates), first_bad_step)
+
+    def run_lr_sum(self) -> float:
+        return self.sums["run_lr_sum"].item()
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return dict(self.sums)
+
+    def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
+        for name, value in self.sums.items():
+            value.copy_(state[name])
+
+
+class _Run:
+    """The state of one training job between steps: what a checkpoint holds."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        assert config.steps is not None and config.weight_decay is not None, "expects a resolved config"
+        self.config = config
+        self.device = torch.device(config.device)
+        self.problem = build_problem(
+            config.problem,
+            seed=config.seed,
+            device=self.device,
+            batch_size=config.batch_size,
+            data_dir=config.data_dir,
+            split=config.split,
+        )
+        sampler = self.problem.train
+        context = TrainingContext(config.steps, sampler.batch_size, self.problem.train_size)
+        parameters = self.problem.model.parameters()
+        self.optimizer = build_optimizer(config.optimizer, parameters, config.hparams, context)
+        self.total_steps = training_steps(self.optimizer, config.steps)
+        self.closures = ClosureFactory(self.problem.model, self.problem.loss_fn, config.weight_decay)
+        self.sums = _StepSums(self.device)
+        self.step = 0
+        self.history: list[EvalPoint] = []
+        self.elapsed_before = 0.0
+        self.session_start = time.perf_counter()
+        self.resumed_from_step: int | None = None
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.session_start
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config.to_dict(),
+            "step": self.step,
+            "model": self.problem.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.problem.train.state_dict(),
+            "sums": self.sums.state_dict(),
+            "history": list(self.history),
+            "elapsed": self.elapsed(),
+            "cpu_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+        }
+
+    def resume(self, out_dir: Path) -> None:
+        """Continue from the newest readable checkpoint in ``out_dir``, if any."""
+        loaded = load_checkpoint(out_dir)
+        if loaded is None:
+            return
+        state, path = loaded
+        expected, found = _run_identity(self.config.to_dict()), _run_identity(state["config"])
+        if found != expected:
+            differences = ", ".join(
+                f"{key}={found.get(key)!r} (requested {expected.get(key)!r})"
+                for key in sorted(expected.keys() | found.keys())
+                if found.get(key) != expected.get(key)
+            )
+            raise CheckpointMismatchError(f"{path} belongs to a different run: {differences}")
+        self.problem.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.problem.train.load_state_dict(state["sampler"])
+        self.sums.load_state_dict(state["sums"])
+        self.history = list(state["history"])
+        self.elapsed_before = state["elapsed"]
+        self.step = self.resumed_from_step = state["step"]
+        torch.set_rng_state(state["cpu_rng"])
+        if self.device.type == "cuda" and state["cuda_rng"] is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        _log.info("resuming %s from %s at step %d", out_dir, path.name, self.step)
+
+    # -- training ------------------------------------------------------------------------------------------
+
+    def train(
+        self,
+        checkpoint_dir: Path | None,
+        on_eval: Callable[[EvalPoint], None] | None,
+        should_stop: Callable[[], bool] | None,
+    ) -> TrainResult:
+        config, problem, optimizer = self.config, self.problem, self.optimizer
+        eval_every, checkpoint_every = config.eval_every, config.checkpoint_every
+        assert eval_every is not None, "expects a resolved config"
+        problem.model.train()
+        self.session_start = time.perf_counter()
+        while self.step < self.total_steps:
+            self.step += 1
+            step = self.step
+            inputs, targets = problem.train.next_batch()
+            loss = optimizer.step(self.closures(inputs, targets, seed=config.seed * 1_000_003 + step))
+            self.sums.add(step, loss, step_report(optimizer))
+            if step % eval_every == 0 or step == self.total_steps:
+                first_bad = self._evaluate(on_eval)
+                if first_bad is not None:
+                    return self._result("diverged", first_bad)
+            if step == self.total_steps:
+                break
+            stop = should_stop is not None and should_stop()
+            if checkpoint_dir is not None and (stop or step % checkpoint_every == 0):  # type: ignore[operator]
+                save_checkpoint(checkpoint_dir, self.state_dict())
+            if stop:
+                return self._result("interrupted")
+        return self._result("completed")
+
+    def _evaluate(self, on_eval: Callable[[EvalPoint], None] | None) -> int | None:
+        """Record an evaluation point; return the first non-finite step, if there was one."""
+        window = self.sums.read_window()
+        window_steps = self.step - (int(self.history[-1]["step"]) if self.history else 0)
+        problem = self.problem
+        val_loss, val_acc = evaluate(problem.model, problem.loss_fn, problem.validation)
+        test_loss, test_acc = evaluate(problem.model, problem.loss_fn, problem.test)
+        report = step_report(self.optimizer)
+        point: EvalPoint = {
+            "step": self.step,
+            "train_loss": window.loss_sum / window.finite_losses if window.finite_losses else math.nan,
+            "val_loss": val_loss,
+            "val_acc": val_acc,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "mean_effective_lr": window.lr_sum / window_steps,
+            "updates": window.updates,
+            "forward_passes": report.forward_passes,
+            "backward_passes": report.backward_passes,
+            "elapsed": self.elapsed(),
+        }
+        self.history.append(point)
+        if on_eval is not None:
+            on_eval(dict(point))
+        return window.first_bad_step
+
+    def _result(self, status: Status, diverged_at_step: int | None = None) -> TrainResult:
+        return TrainResult(
+            config=self.config.to_dict(),
+            status=status,
+            steps_done=self.step,
+            total_steps=self.total_steps,
+            diverged_at_step=diverged_at_step,
+            history=list(self.history),
+            elapsed=self.elapsed(),
+            mean_effective_lr=self.sums.run_lr_sum() / self.step if self.step else math.nan,
+            resumed_from_step=self.resumed_from_step,
+        )
+
+
+def _is_number(value: Any, kind: type | UnionType) -> bool:
+    """``isinstance(value, kind)``, but a bool is not a number here (``True`` is no step count)."""
+    return isinstance(value, kind) and not isinstance(value, bool)
+
+
+def _run_identity(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The fields of a resolved config that determine what a run computes."""
+    return {key: value for key, value in config.items() if key not in _EXECUTION_FIELDS}
+
+
+def _write_outputs(out_dir: Path, result: TrainResult, model_state: dict[str, Tensor]) -> None:
+    """Final model, metrics and result, each atomically; ``result.json`` last, so it marks a finished run."""
+    record = result.to_dict()
+    atomic_write(out_dir / FINAL_MODEL_FILE, lambda file: torch.save(model_state, file))
+    lines = "".join(json.dumps(point, allow_nan=False) + "\n" for point in record["history"])
+    atomic_write(out_dir / METRICS_FILE, lambda file: file.write(lines.encode()))
+    text = json.dumps(record, indent=2, allow_nan=False) + "\n"
+    atomic_write(out_dir / RESULT_FILE, lambda file: file.write(text.encode()))
+
+
+def _json_ready(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None, recursively through dicts and lists."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _json_ready(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_ready(item) for item in value]
+    return value

@@ -1,0 +1,20 @@
+"""Settings shared by the whole test suite."""
+
+from collections.abc import Iterator
+
+import pytest
+import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def one_intra_op_thread() -> Iterator[None]:
+    """Run every test on one intra-op thread.
+
+    The models in tests are tiny, so extra threads buy nothing, while on a shared CPU competing OpenMP threads
+    made small training tests 10-50x slower. One thread also makes in-process runs split their kernels like the
+    subprocesses the resume tests start with OMP_NUM_THREADS=1, which bitwise comparisons between them need.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

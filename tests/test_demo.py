@@ -1,0 +1,25 @@
+"""The demo trains every line search on digits to a useful accuracy, and the CLI entry points answer."""
+
+import subprocess
+import sys
+
+from lsbench import __version__
+from lsbench.demo import DEMO_RUNS, format_table, run_demo
+
+
+def test_every_demo_optimizer_reaches_90_percent_on_digits():
+    results = run_demo(seed=1)
+    assert [run.optimizer for run, _ in results] == ["sgd", "pal", "labpal_nsgd", "labpal_sgd", "sls"]
+    for run, result in results:
+        assert result.status == "completed", run.label
+        assert result.final["test_acc"] >= 0.90, (run.label, result.final)
+    table = format_table(results)
+    assert all(run.label in table for run in DEMO_RUNS)
+
+
+def test_version_and_help():
+    version = subprocess.run([sys.executable, "-m", "lsbench", "--version"], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip() == f"lsbench {__version__}"
+    for command in (["-h"], ["train", "-h"], ["demo", "-h"]):
+        shown = subprocess.run([sys.executable, "-m", "lsbench", *command], capture_output=True, text=True)
+        assert shown.returncode == 0 and "usage:" in shown.stdout
