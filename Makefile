@@ -19,8 +19,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# The main job on the embedded default: the demo grid on the local pool with a SQLite store, then its summary.
 demo: $(STAMP)
-	$(PY) -m lsbench demo
+	$(PY) -m lsbench sweep submit sweeps/grids/demo_digits.yaml --wait
+	$(PY) -m lsbench sweep aggregate demo_digits
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
@@ -31,3 +33,5 @@ test: lint
 
 bench: $(STAMP)
 	$(PY) benchmarks/optim_overhead.py
+	$(PY) benchmarks/plan_expansion.py
+	$(PY) benchmarks/aggregate_store.py

@@ -3,7 +3,10 @@
 import subprocess
 import sys
 
+import pytest
+
 from lsbench import __version__
+from lsbench.cli import main
 from lsbench.demo import DEMO_RUNS, format_table, run_demo
 
 
@@ -17,9 +20,11 @@ def test_every_demo_optimizer_reaches_90_percent_on_digits():
     assert all(run.label in table for run in DEMO_RUNS)
 
 
-def test_version_and_help():
+def test_version_and_help(capsys):
     version = subprocess.run([sys.executable, "-m", "lsbench", "--version"], capture_output=True, text=True)
     assert version.returncode == 0 and version.stdout.strip() == f"lsbench {__version__}"
-    for command in (["-h"], ["train", "-h"], ["demo", "-h"]):
-        shown = subprocess.run([sys.executable, "-m", "lsbench", *command], capture_output=True, text=True)
-        assert shown.returncode == 0 and "usage:" in shown.stdout
+    commands = (["-h"], ["train", "-h"], ["demo", "-h"], ["worker", "-h"], ["sweep", "-h"], ["sweep", "list", "-h"])
+    for command in commands:
+        with pytest.raises(SystemExit) as exited:
+            main(command)
+        assert exited.value.code == 0 and "usage:" in capsys.readouterr().out

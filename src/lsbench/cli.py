@@ -17,20 +17,23 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lsbench {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from lsbench.demo import add_demo_parser
+    from lsbench.sweep.cli import add_commands
+    from lsbench.sweep.worker import add_worker_parser
     from lsbench.train.cli import add_train_parser
 
     add_train_parser(subparsers)
     add_demo_parser(subparsers)
+    add_worker_parser(subparsers)
+    sweep = subparsers.add_parser("sweep", help="plan, submit, watch and aggregate sweeps (same as `sweep ...`)")
+    add_commands(sweep.add_subparsers(dest="sweep_command", metavar="COMMAND"))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from lsbench.sweep.cli import dispatch
+
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 2
-    return args.handler(args)
+    return dispatch(parser, parser.parse_args(argv))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ policy and checkpoint/resume.
 :mod:`lsbench.train.cli` holds the ``lsbench train`` command.
 """
 
-from lsbench.train.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from lsbench.train.checkpoint import load_checkpoint, save_checkpoint
 from lsbench.train.trainer import (
     FINAL_MODEL_FILE,
     METRICS_FILE,
@@ -30,7 +30,6 @@ __all__ = [
     "Status",
     "TrainConfig",
     "TrainResult",
-    "atomic_write",
     "load_checkpoint",
     "save_checkpoint",
     "train",

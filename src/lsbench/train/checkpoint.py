@@ -1,10 +1,8 @@
 """Crash-safe files of a training run: atomic writes and a two-generation checkpoint.
 
 A worker can be killed at any instant (SIGKILL by the scheduler, node failure, preemption), including in the
-middle of writing a file. Every file of a run is therefore written to a temporary file in the same directory,
-flushed and fsynced, and then renamed over its final name with :func:`os.replace`, which is atomic on POSIX
-file systems: a reader sees the old file or the new one, never a mix. The directory is fsynced afterwards so
-the rename itself survives a power loss.
+middle of writing a file, so every file of a run is written with :mod:`lsbench.files` (temporary sibling,
+fsync, atomic rename).
 
 Checkpoints keep two generations, ``checkpoint.pt`` (newest) and ``checkpoint.prev.pt`` (the one before). A
 newest checkpoint that still cannot be read -- truncated by a file system that lied about fsync, or corrupted
@@ -15,29 +13,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 
-__all__ = ["CHECKPOINT", "PREVIOUS_CHECKPOINT", "atomic_write", "load_checkpoint", "save_checkpoint"]
+from lsbench.files import fsync_directory, write_synced
+
+__all__ = ["CHECKPOINT", "PREVIOUS_CHECKPOINT", "load_checkpoint", "save_checkpoint"]
 
 CHECKPOINT = "checkpoint.pt"
 PREVIOUS_CHECKPOINT = "checkpoint.prev.pt"
 
 _log = logging.getLogger(__name__)
-
-
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
-    """Create or replace ``path`` with what ``write(file)`` writes, so that readers never see a partial file.
-
-    The temporary file has a fixed name next to ``path``; one left behind by a killed writer is simply
-    overwritten by the next write.
-    """
-    temporary = _write_synced(path, write)
-    os.replace(temporary, path)
-    _fsync_directory(path.parent)
 
 
 def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
@@ -47,29 +35,11 @@ def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
     complete checkpoint exists under one of the two names.
     """
     newest = directory / CHECKPOINT
-    temporary = _write_synced(newest, lambda file: torch.save(state, file))
+    temporary = write_synced(newest, lambda file: torch.save(state, file))
     if newest.exists():
         os.replace(newest, directory / PREVIOUS_CHECKPOINT)
     os.replace(temporary, newest)
-    _fsync_directory(directory)
-
-
-def _write_synced(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write the temporary sibling of ``path`` and force it to disk; return the temporary path."""
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "wb") as file:
-        write(file)
-        file.flush()
-        os.fsync(file.fileno())
-    return temporary
-
-
-def _fsync_directory(directory: Path) -> None:
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
+    fsync_directory(directory)
 
 
 def load_checkpoint(directory: Path) -> tuple[dict[str, Any], Path] | None:

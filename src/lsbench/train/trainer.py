@@ -47,6 +47,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
+from lsbench.files import atomic_write
 from lsbench.optim import (
     ClosureFactory,
     StepReport,
@@ -57,7 +58,7 @@ from lsbench.optim import (
     training_steps,
 )
 from lsbench.problems import build_problem, evaluate, get_problem
-from lsbench.train.checkpoint import atomic_write, load_checkpoint, save_checkpoint
+from lsbench.train.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
     "FINAL_MODEL_FILE",

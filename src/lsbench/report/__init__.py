@@ -1,0 +1,26 @@
+"""Aggregation of sweep results into the thesis' Table A.1 sensitivity summary, and its output formats.
+
+    >>> from lsbench.report import RunOutcome, aggregate, format_table, write_reports
+    >>> rows = aggregate([RunOutcome("digits_mlp", "sgd", {"lr": 0.1}, 1, "completed", 0.12, 0.95, 0.94)])
+    >>> print(format_table(rows, "md"), end="")
+    >>> write_reports(rows, "reports/")  # summary.md, summary.csv, summary.tex
+
+:mod:`lsbench.report.summary` holds the statistics, :mod:`lsbench.report.formats` the renderers.
+"""
+
+from lsbench.report.formats import FORMATS, REPORT_FILES, format_table, latex_escape, write_reports
+from lsbench.report.summary import FAILED_STATES, METRICS, RunOutcome, SummaryRow, aggregate, canonical_hparams
+
+__all__ = [
+    "FAILED_STATES",
+    "FORMATS",
+    "METRICS",
+    "REPORT_FILES",
+    "RunOutcome",
+    "SummaryRow",
+    "aggregate",
+    "canonical_hparams",
+    "format_table",
+    "latex_escape",
+    "write_reports",
+]

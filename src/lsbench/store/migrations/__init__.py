@@ -1,0 +1,1 @@
+"""Alembic migration environment of the result store (run programmatically by :mod:`lsbench.store.migrate`)."""

@@ -1,0 +1,328 @@
+"""``sweep``: plan, submit, watch, aggregate, resubmit and cancel sweeps.
+
+    sweep submit GRID [--backend local|slurm] [--dry-run] [--json] [--wait]
+    sweep status NAME [--json]
+    sweep aggregate NAME [--format text|md|csv|latex]
+    sweep resubmit NAME [--failed] [--missing] [--wait]
+    sweep cancel NAME
+    sweep list
+
+All state lives under a root directory (``--root``, else ``$LSBENCH_ROOT``, else ``./runs``). A grid path is looked
+up in the working directory, then under ``sweeps/``. Exit codes: 0 ok, 1 failure, 2 bad input (one line on stderr,
+and nothing written).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lsbench.report import RunOutcome, aggregate, format_table, write_reports
+from lsbench.store import RunRow, RunSpecLike, Store
+from lsbench.sweep.backends import BACKENDS
+from lsbench.sweep.backends.local import cancel_pool, pool_pid, start_pool
+from lsbench.sweep.layout import SWEEP_NAME_PATTERN, SweepDir, sweep_root
+from lsbench.sweep.protocol import FINISHED_STATES, run_is_locked
+from lsbench.sweep.status import FAILED_STATES, sweep_status
+
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+GRID_SEARCH_DIR = Path("sweeps")
+RESUBMIT_FAILED = (*FAILED_STATES, "preempted", "cancelled")
+RESUBMIT_MISSING = ("planned", "queued", "running", "preempted", "cancelled")
+
+
+class BadInput(Exception):
+    """A user error: reported as one line on stderr with exit code 2."""
+
+
+# -- helpers --------------------------------------------------------------------------------------------------
+
+
+def resolve_grid(path: str) -> Path:
+    """``path`` as given if it exists, else under ``sweeps/`` (so ``grids/pal_cifar10.yaml`` works from the repo)."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    candidate = GRID_SEARCH_DIR / given
+    return candidate if candidate.exists() else given
+
+
+def open_sweep(root: Path, name: str) -> SweepDir:
+    if not SWEEP_NAME_PATTERN.fullmatch(name):
+        raise BadInput(f"invalid sweep name {name!r} (letters, digits, '_', '.', '-'; no path separators)")
+    sweep = SweepDir(root / name)
+    if not sweep.exists():
+        known = ", ".join(sorted(p.parent.name for p in root.glob("*/sweep.json"))) or "none"
+        raise BadInput(f"no sweep {name!r} under {root} (sweeps there: {known})")
+    return sweep
+
+
+def queue_runs(store: Store, sweep: SweepDir, rows: Sequence[RunRow]) -> list[RunRow]:
+    """Mark ``rows`` queued, skipping finished runs and runs a live worker is training; return those queued."""
+    queued = []
+    for row in rows:
+        if row.status in FINISHED_STATES or run_is_locked(sweep.run_dir(row.run_id)):
+            continue
+        store.set_run_status(row.run_id, "queued")
+        queued.append(row)
+    return queued
+
+
+def wait_for(store: Store, sweep: SweepDir, run_ids: set[str], out: Callable[[str], None]) -> int:
+    """Show progress until the runs are no longer queued or running; 0 if all finished, else 1."""
+    started = time.monotonic()
+    finished_before: int | None = None
+    pool_gone_polls = 0
+    last_line = ""
+    while True:
+        rows = [row for row in store.sweep_runs(sweep.name) if row.run_id in run_ids]
+        counts = {state: sum(row.status == state for row in rows) for state in {row.status for row in rows}}
+        done = sum(counts.get(state, 0) for state in FINISHED_STATES)
+        active = counts.get("queued", 0) + counts.get("running", 0)
+        failed = len(rows) - done - active
+        finished_before = done if finished_before is None else finished_before
+        rate_done = done - finished_before
+        elapsed = time.monotonic() - started
+        eta = f"{(elapsed / rate_done) * active:.0f}s" if rate_done else "?"
+        width = 30
+        filled = int(width * done / len(rows)) if rows else width
+        line = (
+            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{len(rows)} done, {counts.get('running', 0)} running, "
+            f"{failed} failed, ETA {eta}"
+        )
+        if sys.stdout.isatty():
+            out(f"\r{line}   ")
+        elif line.split(", ETA")[0] != last_line.split(", ETA")[0]:  # a log file gets a line per change only
+            out(f"{line}\n")
+        last_line = line
+        if active == 0:
+            out("\n" if sys.stdout.isatty() else "")
+            return EXIT_OK if done == len(rows) else EXIT_FAILURE
+        pool_gone_polls = pool_gone_polls + 1 if pool_pid(sweep) is None else 0
+        if pool_gone_polls > 3:
+            out(f"\nthe pool is gone with {active} runs unfinished; `sweep resubmit {sweep.name}` continues them\n")
+            return EXIT_FAILURE
+        time.sleep(1.0)
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text)
+    sys.stdout.flush()
+
+
+# -- commands -------------------------------------------------------------------------------------------------
+
+
+def cmd_submit(args: argparse.Namespace) -> int:
+    from lsbench.sweep.grid import load_grid
+    from lsbench.sweep.plan import expand, summarize
+
+    grid_path = resolve_grid(args.grid)
+    grid = load_grid(grid_path)
+    runs = expand(grid)
+    if args.dry_run:
+        summary = summarize(runs, grid)
+        print(_json(summary.to_json()) if args.json else summary.format_text())
+        return EXIT_OK
+    if args.backend != "local":
+        raise BadInput(f"backend {args.backend!r} is not available yet (available: local)")
+    sweep = SweepDir(sweep_root(args.root) / grid.name)
+    store_url = grid.store or sweep.default_store_url()
+    if sweep.exists() and sweep.store_url() != store_url:
+        raise BadInput(f"sweep {grid.name!r} already records to another store; give the grid a new name")
+    sweep.path.mkdir(parents=True, exist_ok=True)
+    sweep.write_meta({"name": grid.name, "grid_hash": grid.grid_hash, "store": store_url, "backend": args.backend})
+    sweep.grid_file.write_text(grid.source_text)
+    with Store(store_url) as store:
+        store.upsert_sweep(grid.name, grid.grid_hash, grid.source_text, str(sweep.path.resolve()), args.backend)
+        _extend_plan(sweep, runs, store.add_runs(grid.name, runs))
+        wanted = {spec.run_id for spec in runs}
+        rows = [row for row in store.sweep_runs(grid.name) if row.run_id in wanted]
+        queued = queue_runs(store, sweep, rows)
+        finished = sum(row.status in FINISHED_STATES for row in rows)
+        started = start_pool(sweep, args.workers) if queued else False
+        pool = "started a local pool" if started else ("pool already running" if queued else "nothing to run")
+        print(f"sweep {grid.name}: {len(runs)} runs, {len(queued)} queued, {finished} already finished; {pool}")
+        print(f"  watch: sweep status {grid.name}    results: sweep aggregate {grid.name}")
+        if args.wait and queued:
+            return wait_for(store, sweep, {row.run_id for row in queued}, _write)
+    return EXIT_OK
+
+
+def _extend_plan(sweep: SweepDir, runs: Sequence[RunSpecLike], indices: Sequence[int]) -> None:
+    """Append new runs to ``plan.json`` at the indices the store gave them (the plan is append-only)."""
+    plan = sweep.read_plan()
+    for spec, index in sorted(zip(runs, indices, strict=True), key=lambda pair: pair[1]):
+        if index < len(plan):
+            if plan[index].run_id != spec.run_id:
+                raise RuntimeError(f"{sweep.plan_file} disagrees with the store at index {index}")
+        elif index == len(plan):
+            plan.append(spec)
+        else:
+            raise RuntimeError(f"{sweep.plan_file} has a gap before index {index}")
+    sweep.write_plan(plan)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    sweep = open_sweep(sweep_root(args.root), args.name)
+    with Store(sweep.store_url()) as store:
+        status = sweep_status(store, sweep.name)
+    print(_json(status.to_json()) if args.json else status.format_text())
+    return EXIT_OK
+
+
+def sweep_outcomes(store: Store, sweep: str) -> list[RunOutcome]:
+    """The final results of a sweep's runs, as the aggregation reads them (one query)."""
+    return [
+        RunOutcome(
+            problem=row.problem,
+            optimizer=row.optimizer,
+            hparams=row.hparams,
+            seed=row.seed,
+            status=row.status,
+            train_loss=row.summary.get("train_loss"),
+            val_acc=row.summary.get("val_acc"),
+            test_acc=row.summary.get("test_acc"),
+        )
+        for row in store.sweep_runs(sweep)
+    ]
+
+
+def cmd_aggregate(args: argparse.Namespace) -> int:
+    sweep = open_sweep(sweep_root(args.root), args.name)
+    with Store(sweep.store_url()) as store:
+        summary = aggregate(sweep_outcomes(store, sweep.name))
+    print(format_table(summary, args.format), end="")
+    paths = write_reports(summary, sweep.reports)
+    print(f"written: {', '.join(str(path) for path in paths.values())}")
+    return EXIT_OK
+
+
+def cmd_resubmit(args: argparse.Namespace) -> int:
+    sweep = open_sweep(sweep_root(args.root), args.name)
+    states = set()
+    if args.failed or not args.missing:
+        states.update(RESUBMIT_FAILED)
+    if args.missing or not args.failed:
+        states.update(RESUBMIT_MISSING)
+    with Store(sweep.store_url()) as store:
+        rows = [row for row in store.sweep_runs(sweep.name) if row.status in states]
+        queued = queue_runs(store, sweep, rows)
+        started = start_pool(sweep, args.workers) if queued else False
+        print(f"sweep {sweep.name}: {len(queued)} runs queued again" + ("; started a local pool" if started else ""))
+        if args.wait and queued:
+            return wait_for(store, sweep, {row.run_id for row in queued}, _write)
+    return EXIT_OK
+
+
+def cmd_cancel(args: argparse.Namespace) -> int:
+    sweep = open_sweep(sweep_root(args.root), args.name)
+    stopped = cancel_pool(sweep)
+    with Store(sweep.store_url()) as store:
+        cancelled = 0
+        for row in store.sweep_runs(sweep.name):
+            if row.status in ("planned", "queued", "preempted") or (
+                row.status == "running" and not run_is_locked(sweep.run_dir(row.run_id))
+            ):
+                store.set_run_status(row.run_id, "cancelled")
+                cancelled += 1
+    print(f"sweep {sweep.name}: {'stopped the pool, ' if stopped else ''}{cancelled} runs cancelled")
+    return EXIT_OK
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    root = sweep_root(args.root)
+    sweeps = sorted(path.parent for path in root.glob("*/sweep.json"))
+    if not sweeps:
+        print(f"no sweeps under {root}")
+    for path in sweeps:
+        sweep = SweepDir(path)
+        with Store(sweep.store_url()) as store:
+            status = sweep_status(store, sweep.name)
+        running = "pool running" if pool_pid(sweep) is not None else "idle"
+        print(f"{sweep.name:<32}{status.finished:>6}/{status.total:<6} finished   {running}")
+    return EXIT_OK
+
+
+def _json(value: object) -> str:
+    import json
+
+    return json.dumps(value, indent=2, sort_keys=True)
+
+
+# -- parser ---------------------------------------------------------------------------------------------------
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the sweep commands to ``subparsers`` (used by ``sweep`` and by ``python -m lsbench sweep``)."""
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help_text: str) -> argparse.ArgumentParser:
+        parser = subparsers.add_parser(name, help=help_text, description=help_text)
+        parser.add_argument("--root", default=None, help="sweep root directory (default $LSBENCH_ROOT or ./runs)")
+        parser.set_defaults(handler=handler)
+        return parser
+
+    submit = command("submit", cmd_submit, "plan a grid, record it in the store and start training")
+    submit.add_argument("grid", help="grid YAML file (looked up in the working directory, then in sweeps/)")
+    submit.add_argument("--backend", choices=BACKENDS, default="local", help="where to run (default local)")
+    submit.add_argument("--dry-run", action="store_true", help="print run counts and GPU-hours; change nothing")
+    submit.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
+    submit.add_argument("--wait", action="store_true", help="show progress until the runs finish")
+    submit.add_argument("--workers", type=int, default=None, help="local pool size (default: GPUs, else cores)")
+
+    status = command("status", cmd_status, "per-state counts, progress and failures of a sweep")
+    status.add_argument("name")
+    status.add_argument("--json", action="store_true", help="print JSON")
+
+    agg = command("aggregate", cmd_aggregate, "the thesis' Table A.1 summary of a sweep")
+    agg.add_argument("name")
+    agg.add_argument("--format", choices=("text", "md", "csv", "latex"), default="text")
+
+    resubmit = command("resubmit", cmd_resubmit, "queue failed and/or unfinished runs again")
+    resubmit.add_argument("name")
+    resubmit.add_argument("--failed", action="store_true", help="failed, timed-out, preempted or cancelled runs")
+    resubmit.add_argument("--missing", action="store_true", help="runs that never finished")
+    resubmit.add_argument("--wait", action="store_true", help="show progress until the runs finish")
+    resubmit.add_argument("--workers", type=int, default=None, help="local pool size (default: GPUs, else cores)")
+
+    cancel = command("cancel", cmd_cancel, "stop a sweep's workers and cancel its unfinished runs")
+    cancel.add_argument("name")
+
+    command("list", cmd_list, "the sweeps under the root directory")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sweep", description=__doc__.splitlines()[0])
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    return parser
+
+
+def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    """Run the chosen command, turning bad input into one line on stderr and exit code 2."""
+    if getattr(args, "handler", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return args.handler(args)
+    except BadInput as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except ValueError as error:
+        from lsbench.sweep.grid import GridError  # imported here: it pulls in torch, which most commands never need
+
+        if not isinstance(error, GridError):
+            raise
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    return dispatch(parser, parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

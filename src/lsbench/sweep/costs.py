@@ -1,0 +1,164 @@
+"""Rough GPU-time estimates for the dry run of a sweep.
+
+The estimate of one run is::
+
+    seconds = step_seconds(problem, batch) * optimizer_factor(optimizer, hparams) * training_steps
+            + evaluations * eval_seconds(problem, batch)
+
+**Reference GPU:** the thesis' NVIDIA GeForce GTX 1080 Ti (all its experiments ran on them, TensorFlow 1.15 /
+PyTorch). :data:`STEP_SECONDS` is the time of one plain training step (forward + backward + SGD update of one
+sampled batch) at the problem's registry batch size on that card. These are rough, order-of-magnitude numbers,
+not measurements of this code base:
+
+* CIFAR ResNet-32 at batch 128: about 0.05 s per step (≈ 20 s per 391-step epoch, the usual figure for this
+  small, memory-bound network on a 1080 Ti with an input pipeline); 150,000 steps ≈ 2.1 h.
+* CIFAR ResNet-20: about 0.035 s per step (20 vs 32 layers, with fixed per-step overhead).
+* CIFAR-100 costs the same as CIFAR-10 (only the last layer is wider); the 8 % subset and the synthetic
+  CIFAR-shaped problem cost the same per step as full CIFAR-10 on ResNet-20.
+* digits (8x8 images, MLP or small CNN, batch 32): about 0.002 s per step, dominated by kernel launches.
+* synthetic MLP: about 0.001 s per step.
+
+Other batch sizes scale the step time linearly (a fair approximation for the CIFAR networks, pessimistic for the
+tiny problems). A problem missing from the table falls back to its model's entry in :data:`MODEL_STEP_SECONDS`,
+then to :data:`DEFAULT_STEP_SECONDS`.
+
+**Optimizer factors** (:data:`OPTIMIZER_FACTORS`) are the cost of one step relative to plain SGD, counted in
+forward-pass equivalents with a backward pass ≈ 2 forward passes, so a plain step (1 forward + 1 backward) is 3:
+
+* SGD, Adam, RMSprop: 1.0.
+* PAL: 2 forwards + 1 backward = 4 / 3 ≈ 1.33 (the extra forward at the measuring point μ).
+* SLS: 1 forward + 1 backward plus its Armijo trials, one forward each; assuming 1.5 trials per step on average
+  (one when the reset step is accepted at once, more while backtracking): (3 + 1.5) / 3 = 1.5.
+* LABPAL (both variants): 1.0 per sampled batch. Training steps are plain forward + backward steps; a
+  measurement over n_a·k batches costs k forward + backward passes, (n_a - 1)·k forwards and 2·n_a·k probe forwards,
+  i.e. n_a·k + 2k/3 step-equivalents, which is < 0.1 % above 1.0 at n_SGD = 1000. LABPAL's noise factor scales
+  the number of steps it trains (thesis Eq. 6.8): a numeric ``noise_factor`` hyperparameter is applied; null (derived
+  from the training-set size, unknown at plan time) counts as 1.
+* Unknown optimizers count 1.0.
+
+**Evaluation:** every ``eval_every`` steps and at the end, the validation and test splits are evaluated
+(forward only, 1/3 of a step per batch): :data:`EVAL_SAMPLES` images per evaluation.
+
+GPU-hours of a run are its seconds / 3600 times the GPUs it reserves (``resources.gpus_per_run``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from lsbench.problems import PROBLEMS
+
+__all__ = [
+    "DEFAULT_STEP_SECONDS",
+    "EVAL_SAMPLES",
+    "FORWARD_FRACTION",
+    "MODEL_STEP_SECONDS",
+    "OPTIMIZER_FACTORS",
+    "REFERENCE_GPU",
+    "STEP_SECONDS",
+    "optimizer_factor",
+    "run_seconds",
+    "step_seconds",
+    "training_steps",
+]
+
+REFERENCE_GPU = "NVIDIA GeForce GTX 1080 Ti"
+
+FORWARD_FRACTION = 1 / 3
+"""Cost of a forward pass relative to forward + backward (backward ≈ 2 forwards)."""
+
+STEP_SECONDS: dict[str, float] = {
+    "cifar10_resnet20": 0.035,
+    "cifar10_resnet32": 0.05,
+    "cifar100_resnet20": 0.035,
+    "cifar100_resnet32": 0.05,
+    "cifar10small_resnet20": 0.035,
+    "cifar10shaped_resnet20": 0.035,
+    "digits_mlp": 0.002,
+    "digits_cnn": 0.002,
+    "synthetic_mlp": 0.001,
+}
+"""Seconds per plain training step on :data:`REFERENCE_GPU` at the problem's registry batch size."""
+
+MODEL_STEP_SECONDS: dict[str, float] = {"resnet20": 0.035, "resnet32": 0.05, "mlp": 0.002, "cnn": 0.002}
+"""Fallback by model name (at batch 128 for the ResNets, the problem's batch size otherwise)."""
+
+DEFAULT_STEP_SECONDS = 0.05
+
+EVAL_SAMPLES: dict[str, int] = {
+    "cifar10_resnet20": 15_000,
+    "cifar10_resnet32": 15_000,
+    "cifar100_resnet20": 15_000,
+    "cifar100_resnet32": 15_000,
+    "cifar10small_resnet20": 15_000,
+    "cifar10shaped_resnet20": 2_000,
+    "digits_mlp": 600,
+    "digits_cnn": 600,
+    "synthetic_mlp": 1_000,
+}
+"""Validation + test images evaluated at every evaluation point (default split; the LABPAL split has 20,000)."""
+
+OPTIMIZER_FACTORS: dict[str, float] = {
+    "sgd": 1.0,
+    "adam": 1.0,
+    "rmsprop": 1.0,
+    "pal": 4 / 3,
+    "sls": 1.5,
+    "labpal_sgd": 1.0,
+    "labpal_nsgd": 1.0,
+}
+"""Cost of one step relative to a plain SGD step (see the module docstring)."""
+
+
+def step_seconds(problem: str, batch_size: int) -> float:
+    """Seconds of one plain training step of ``problem`` at ``batch_size`` on :data:`REFERENCE_GPU`."""
+    spec = PROBLEMS.get(problem)
+    reference_batch = spec.defaults.batch_size if spec is not None else 128
+    if problem in STEP_SECONDS:
+        seconds = STEP_SECONDS[problem]
+    elif spec is not None and spec.model in MODEL_STEP_SECONDS:
+        seconds = MODEL_STEP_SECONDS[spec.model]
+    else:
+        seconds = DEFAULT_STEP_SECONDS
+    return seconds * batch_size / reference_batch
+
+
+def optimizer_factor(optimizer: str) -> float:
+    """Cost of one step of ``optimizer`` relative to plain SGD (1.0 if unknown)."""
+    return OPTIMIZER_FACTORS.get(optimizer, 1.0)
+
+
+def training_steps(optimizer: str, hparams: Mapping[str, Any], steps: int) -> int:
+    """Steps the run will train: LABPAL's numeric noise factor rescales the budget as the optimizer does."""
+    if optimizer.startswith("labpal"):
+        factor = hparams.get("noise_factor")
+        if isinstance(factor, int | float) and not isinstance(factor, bool) and math.isfinite(factor) and factor > 0:
+            return max(1, round(steps * factor))
+    return steps
+
+
+def run_seconds(
+    problem: str,
+    optimizer: str,
+    hparams: Mapping[str, Any],
+    steps: int,
+    eval_every: int,
+    batch_size: int,
+    split: str = "default",
+) -> float:
+    """Estimated seconds of one run on :data:`REFERENCE_GPU`."""
+    return _run_seconds(problem, optimizer, training_steps(optimizer, hparams, steps), eval_every, batch_size, split)
+
+
+@functools.lru_cache(maxsize=4096)
+def _run_seconds(problem: str, optimizer: str, trained: int, eval_every: int, batch_size: int, split: str) -> float:
+    step = step_seconds(problem, batch_size)
+    evaluations = math.ceil(trained / eval_every) if eval_every > 0 else 1
+    samples = EVAL_SAMPLES.get(problem, 10_000)
+    if split == "labpal" and problem.startswith("cifar"):
+        samples = 20_000
+    eval_seconds = samples / batch_size * FORWARD_FRACTION * step
+    return step * optimizer_factor(optimizer) * trained + evaluations * eval_seconds

@@ -1,0 +1,448 @@
+"""Expansion of a grid into runs, content-derived run ids, and the dry-run summary.
+
+    >>> from lsbench.sweep.grid import load_grid
+    >>> from lsbench.sweep.plan import expand, summarize
+    >>> grid = load_grid("sweeps/grids/demo_digits.yaml")
+    >>> runs = expand(grid)
+    >>> print(summarize(runs, grid).format_text())
+
+A :class:`RunSpec` is identified by its content: ``run_id`` is the first 16 hex digits of the sha256 of the
+canonical JSON (``json.dumps(identity, sort_keys=True, separators=(",", ":"))``, floats as Python ``repr``) of
+:meth:`RunSpec.identity`. Its hyperparameters are fully resolved (every registry default filled in, in canonical
+form, see :func:`lsbench.sweep.grid.resolve_point`), so writing a default explicitly or leaving it out is the same
+run, the same grid always gives the same ids, a run shared by two grids is one run, and adding a value to a grid
+list adds exactly the new runs.
+
+The split is part of the identity only when it is not ``"default"``: runs on the default split have exactly the
+identity of the interface (problem, optimizer, hparams, seed, steps, eval_every, batch_size, weight_decay), and a
+run on the LABPAL 40k/10k split can never share an id with one on the default split.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import gc
+import hashlib
+import json
+import math
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from lsbench.optim import get_optimizer
+from lsbench.problems import get_problem
+from lsbench.sweep import costs
+from lsbench.sweep.grid import Grid, resolve_point
+from lsbench.train import TrainConfig
+
+__all__ = [
+    "DEFAULT_SPLIT",
+    "DryRunSummary",
+    "RunSpec",
+    "SummaryRow",
+    "canonical_json",
+    "expand",
+    "run_id_of",
+    "summarize",
+]
+
+DEFAULT_SPLIT = "default"
+_FIELDS = ("run_id", "problem", "optimizer", "hparams", "seed", "steps", "eval_every", "batch_size", "weight_decay")
+
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def canonical_json(value: Any) -> str:
+    """``json.dumps(value, sort_keys=True, separators=(",", ":"))``: the form run ids are hashed from."""
+    return _ENCODER.encode(value)
+
+
+def run_id_of(identity: Mapping[str, Any]) -> str:
+    """First 16 hex digits of the sha256 of the canonical JSON of ``identity``."""
+    return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One training run of a sweep: what to train, identified by its content.
+
+    Attributes:
+        run_id: 16 hex digits, :func:`run_id_of` of :meth:`identity`.
+        problem: problem registry name.
+        optimizer: optimizer registry name.
+        hparams: every hyperparameter of the optimizer, defaults filled in.
+        seed: run seed.
+        steps: nominal budget in steps.
+        eval_every: evaluation interval in steps.
+        batch_size: training batch size.
+        weight_decay: L2 coefficient.
+        split: train/validation split rule (``"default"`` or ``"labpal"``); in the identity only if not default.
+    """
+
+    run_id: str
+    problem: str
+    optimizer: str
+    hparams: dict[str, Any]
+    seed: int
+    steps: int
+    eval_every: int
+    batch_size: int
+    weight_decay: float
+    split: str = DEFAULT_SPLIT
+
+    def __hash__(self) -> int:
+        return hash(self.run_id)
+
+    def identity(self) -> dict[str, Any]:
+        """The content the run id is hashed from."""
+        identity = {
+            "problem": self.problem,
+            "optimizer": self.optimizer,
+            "hparams": self.hparams,
+            "seed": self.seed,
+            "steps": self.steps,
+            "eval_every": self.eval_every,
+            "batch_size": self.batch_size,
+            "weight_decay": self.weight_decay,
+        }
+        if self.split != DEFAULT_SPLIT:
+            identity["split"] = self.split
+        return identity
+
+    @classmethod
+    def create(
+        cls,
+        problem: str,
+        optimizer: str,
+        hparams: Mapping[str, Any] | None = None,
+        seed: int = 1,
+        *,
+        steps: int | None = None,
+        eval_every: int | None = None,
+        batch_size: int | None = None,
+        weight_decay: float | None = None,
+        split: str = DEFAULT_SPLIT,
+    ) -> RunSpec:
+        """A run from partial settings: problem defaults and registry defaults filled in, id computed.
+
+        Raises ValueError for unknown names or invalid hyperparameters.
+        """
+        defaults = get_problem(problem).defaults
+        spec = cls(
+            run_id="",
+            problem=problem,
+            optimizer=optimizer,
+            hparams=resolve_point(get_optimizer(optimizer), hparams or {}),
+            seed=seed,
+            steps=defaults.steps if steps is None else steps,
+            eval_every=defaults.eval_every if eval_every is None else eval_every,
+            batch_size=defaults.batch_size if batch_size is None else batch_size,
+            weight_decay=float(defaults.weight_decay if weight_decay is None else weight_decay),
+            split=split,
+        )
+        return dataclasses.replace(spec, run_id=run_id_of(spec.identity()))
+
+    def train_config(
+        self, device: str = "auto", checkpoint_every: int | None = None, *, data_dir: str | None = None
+    ) -> TrainConfig:
+        """The trainer's configuration for this run."""
+        return TrainConfig(
+            problem=self.problem,
+            optimizer=self.optimizer,
+            hparams=copy.deepcopy(self.hparams),
+            seed=self.seed,
+            steps=self.steps,
+            eval_every=self.eval_every,
+            batch_size=self.batch_size,
+            weight_decay=self.weight_decay,
+            checkpoint_every=checkpoint_every,
+            device=device,
+            data_dir=data_dir,
+            split=self.split,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy (``split`` always included); :meth:`from_dict` turns it back into an equal spec."""
+        return {name: copy.deepcopy(getattr(self, name)) for name in (*_FIELDS, "split")}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
+        """A spec from :meth:`to_dict` output. ``run_id`` may be left out (it is computed); if given it must match
+        the content. Hyperparameters are taken as stored (not re-resolved against the current registry).
+
+        Raises ValueError for unknown or missing keys, wrong types, or a run id that does not match.
+        """
+        if not isinstance(data, Mapping):
+            raise ValueError(f"expected a mapping, got {type(data).__name__}")
+        known = (*_FIELDS, "split")
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise ValueError(f"unknown RunSpec keys: {', '.join(unknown)}")
+        missing = [k for k in _FIELDS[1:] if k not in data]
+        if missing:
+            raise ValueError(f"missing RunSpec keys: {', '.join(missing)}")
+        for name in ("problem", "optimizer", "split"):
+            if name in data and not isinstance(data[name], str):
+                raise ValueError(f"{name}: expected a string, got {data[name]!r}")
+        for name in ("seed", "steps", "eval_every", "batch_size"):
+            if not isinstance(data[name], int) or isinstance(data[name], bool):
+                raise ValueError(f"{name}: expected an integer, got {data[name]!r}")
+        if not isinstance(data["hparams"], Mapping):
+            raise ValueError(f"hparams: expected a mapping, got {data['hparams']!r}")
+        wd = data["weight_decay"]
+        if isinstance(wd, bool) or not isinstance(wd, int | float):
+            raise ValueError(f"weight_decay: expected a number, got {wd!r}")
+        spec = cls(
+            run_id="",
+            problem=data["problem"],
+            optimizer=data["optimizer"],
+            hparams=copy.deepcopy(dict(data["hparams"])),
+            seed=data["seed"],
+            steps=data["steps"],
+            eval_every=data["eval_every"],
+            batch_size=data["batch_size"],
+            weight_decay=float(wd),
+            split=data.get("split", DEFAULT_SPLIT),
+        )
+        run_id = run_id_of(spec.identity())
+        if data.get("run_id") is not None and data["run_id"] != run_id:
+            raise ValueError(f"run_id {data['run_id']!r} does not match the content (expected {run_id})")
+        return dataclasses.replace(spec, run_id=run_id)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector: allocating 10^5 small objects otherwise triggers many full collections
+    (half of the expansion time). Nothing allocated here forms reference cycles."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _template(fixed: Mapping[str, Any], holes: tuple[str, ...]) -> tuple[tuple[str, ...], list[str]]:
+    """Canonical JSON of ``fixed`` plus the keys ``holes``, cut at the holes' values.
+
+    Returns the holes in key order and the literal pieces around them: ``pieces[0] + json(hole_0) + pieces[1] + ...
+    + pieces[-1]`` is exactly :func:`canonical_json` of the whole mapping.
+    """
+    keys = sorted([*fixed, *holes])
+    pieces = ["{"]
+    for i, key in enumerate(keys):
+        pieces[-1] += ("," if i else "") + json.dumps(key) + ":"
+        if key in holes:
+            pieces.append("")
+        else:
+            pieces[-1] += _ENCODER.encode(fixed[key])
+    pieces[-1] += "}"
+    return tuple(k for k in keys if k in holes), pieces
+
+
+def _copy(value: Any) -> Any:
+    """Copy of a JSON value (lists and dicts copied, scalars shared); much faster than ``copy.deepcopy``."""
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    return value
+
+
+def expand(grid: Grid) -> list[RunSpec]:
+    """Every run of ``grid``, in a deterministic order: problems (file order), optimizers (file order),
+    hyperparameter points (:attr:`OptimizerGrid.points` order), seeds (file order, innermost).
+
+    Each run appears once (points are distinct after resolution, problems and seeds are distinct).
+    """
+    with _gc_paused():
+        return _expand(grid)
+
+
+def _expand(grid: Grid) -> list[RunSpec]:
+    runs: list[RunSpec] = []
+    append = runs.append
+    seen: set[str] = set()
+    sha256 = hashlib.sha256
+    new = object.__new__
+    for problem in grid.problems:
+        budget = grid.budget[problem]
+        training = grid.training[problem]
+        steps, eval_every, batch_size = budget.steps, budget.eval_every, training.batch_size
+        weight_decay, split = training.weight_decay, training.split
+        for optimizer, og in grid.optimizers.items():
+            fixed: dict[str, Any] = {
+                "problem": problem,
+                "optimizer": optimizer,
+                "steps": steps,
+                "eval_every": eval_every,
+                "batch_size": batch_size,
+                "weight_decay": weight_decay,
+            }
+            if split != DEFAULT_SPLIT:
+                fixed["split"] = split
+            holes, (p0, p1, p2) = _template(fixed, ("hparams", "seed"))
+            assert holes == ("hparams", "seed")
+            keys = og.point_keys or tuple(canonical_json(p) for p in og.points)
+            for point, point_json in zip(og.points, keys, strict=True):
+                head = f"{p0}{point_json}{p1}"
+                nested = any(isinstance(v, list | dict) for v in point.values())
+                for seed in grid.seeds:
+                    run_id = sha256(f"{head}{seed}{p2}".encode()).hexdigest()[:16]
+                    if run_id in seen:
+                        continue
+                    seen.add(run_id)
+                    # Equivalent to RunSpec(...) (a test checks it), without the frozen dataclass's per-field
+                    # object.__setattr__ calls, which were a third of the expansion time.
+                    spec = new(RunSpec)
+                    spec.__dict__.update(
+                        run_id=run_id,
+                        problem=problem,
+                        optimizer=optimizer,
+                        hparams=_copy(point) if nested else dict(point),
+                        seed=seed,
+                        steps=steps,
+                        eval_every=eval_every,
+                        batch_size=batch_size,
+                        weight_decay=weight_decay,
+                        split=split,
+                    )
+                    append(spec)
+    return runs
+
+
+# ------------------------------------------------------------------------------------------------- dry run
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    """Counts and estimate of one (problem, optimizer) pair of a sweep."""
+
+    problem: str
+    optimizer: str
+    points: int
+    seeds: int
+    runs: int
+    gpu_hours: float
+    max_run_hours: float
+
+
+@dataclass(frozen=True)
+class DryRunSummary:
+    """What a sweep would run and roughly cost (GPU-hours on :data:`costs.REFERENCE_GPU`, see :mod:`.costs`)."""
+
+    sweep: str | None
+    rows: tuple[SummaryRow, ...]
+    reference_gpu: str = costs.REFERENCE_GPU
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def total_runs(self) -> int:
+        return sum(row.runs for row in self.rows)
+
+    @property
+    def total_gpu_hours(self) -> float:
+        return sum(row.gpu_hours for row in self.rows)
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"sweep", "problems": {problem: {optimizer: {points, seeds, runs, gpu_hours}}}, "total": {runs,
+        gpu_hours}}``; GPU-hours rounded to 3 decimals."""
+        problems: dict[str, dict[str, dict[str, Any]]] = {}
+        for row in self.rows:
+            problems.setdefault(row.problem, {})[row.optimizer] = {
+                "points": row.points,
+                "seeds": row.seeds,
+                "runs": row.runs,
+                "gpu_hours": round(row.gpu_hours, 3),
+            }
+        return {
+            "sweep": self.sweep,
+            "problems": problems,
+            "total": {"runs": self.total_runs, "gpu_hours": round(self.total_gpu_hours, 3)},
+        }
+
+    def format_text(self) -> str:
+        """A readable table: problem, optimizer, points, seeds, runs, GPU-hours, and the total."""
+        header = ("problem", "optimizer", "points", "seeds", "runs", "GPU-hours")
+        body = [
+            (r.problem, r.optimizer, f"{r.points:,}", f"{r.seeds:,}", f"{r.runs:,}", _hours(r.gpu_hours))
+            for r in self.rows
+        ]
+        total = ("total", "", "", "", f"{self.total_runs:,}", _hours(self.total_gpu_hours))
+        widths = [max(len(line[i]) for line in (header, *body, total)) for i in range(len(header))]
+
+        def fmt(line: tuple[str, ...]) -> str:
+            cells = [line[i].ljust(widths[i]) if i < 2 else line[i].rjust(widths[i]) for i in range(len(line))]
+            return "  ".join(cells).rstrip()
+
+        rule = "  ".join("-" * w for w in widths)
+        title = f"sweep {self.sweep}" if self.sweep else "sweep"
+        lines = [
+            f"{title}: {self.total_runs:,} runs, about {_hours(self.total_gpu_hours)} GPU-hours "
+            f"(rough estimate for one {self.reference_gpu} per run)",
+            "",
+            fmt(header),
+            rule,
+            *(fmt(line) for line in body),
+            rule,
+            fmt(total),
+        ]
+        lines += [f"warning: {w}" for w in self.warnings]
+        return "\n".join(lines)
+
+
+def summarize(runs: Iterable[RunSpec], grid: Grid | None = None) -> DryRunSummary:
+    """Per (problem, optimizer), in order of first appearance: distinct hyperparameter points, distinct seeds, runs
+    and estimated GPU-hours; with ``grid``, its name, its ``gpus_per_run`` and a warning where a run is estimated to
+    take longer than the time limit."""
+    with _gc_paused():
+        return _summarize(runs, grid)
+
+
+def _summarize(runs: Iterable[RunSpec], grid: Grid | None) -> DryRunSummary:
+    groups: dict[tuple[str, str], list[Any]] = {}  # -> [points set, seeds set, runs, seconds, max seconds]
+    for run in runs:
+        group = groups.get((run.problem, run.optimizer))
+        if group is None:
+            group = groups[(run.problem, run.optimizer)] = [set(), set(), 0, 0.0, 0.0]
+        try:
+            group[0].add(frozenset(run.hparams.items()))
+        except TypeError:  # list values
+            group[0].add(canonical_json(run.hparams))
+        group[1].add(run.seed)
+        group[2] += 1
+        seconds = costs.run_seconds(
+            run.problem, run.optimizer, run.hparams, run.steps, run.eval_every, run.batch_size, run.split
+        )
+        group[3] += seconds
+        if seconds > group[4]:
+            group[4] = seconds
+    gpus = grid.resources.gpus_per_run if grid is not None else 1
+    rows = tuple(
+        SummaryRow(problem, optimizer, len(points), len(seeds), count, seconds * gpus / 3600, longest / 3600)
+        for (problem, optimizer), (points, seeds, count, seconds, longest) in groups.items()
+    )
+    warnings: list[str] = []
+    if grid is not None:
+        limit = grid.resources.time_limit_seconds
+        for row in rows:
+            if row.max_run_hours * 3600 > limit:
+                warnings.append(
+                    f"{row.problem}/{row.optimizer}: a run is estimated at up to {row.max_run_hours:.1f} h, longer "
+                    f"than the time limit {grid.resources.time_limit}; it will need checkpoints and requeues"
+                )
+    return DryRunSummary(grid.name if grid is not None else None, rows, warnings=tuple(warnings))
+
+
+def _hours(hours: float) -> str:
+    if hours == 0:
+        return "0"
+    if hours < 0.1:
+        return f"{hours:.3f}"
+    if hours < 100:
+        return f"{hours:.1f}"
+    return f"{math.floor(hours + 0.5):,}"

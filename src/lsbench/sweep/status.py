@@ -1,0 +1,119 @@
+"""What `sweep status` shows: per-state counts, progress per problem × optimizer, and failures with log tails.
+
+Run states come from the store, which the workers keep current. One case the workers cannot report themselves is
+their own sudden death (SIGKILL, a lost node): a run left ``running`` whose last attempt was on this host and whose
+process is gone is reported -- and recorded -- as ``failed``, so the state never lies about work that stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lsbench.store import RUN_STATES, RunRow, Store
+
+LOG_TAIL_LINES = 12
+FAILED_STATES = ("failed", "timeout")
+
+
+@dataclass
+class SweepStatus:
+    """A snapshot of one sweep."""
+
+    name: str
+    counts: dict[str, int]
+    progress: dict[str, dict[str, dict[str, int]]]  # problem -> optimizer -> {done, total}
+    failures: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def finished(self) -> int:
+        return self.counts.get("completed", 0) + self.counts.get("diverged", 0)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweep": self.name,
+            "total": self.total,
+            "counts": self.counts,
+            "progress": self.progress,
+            "failures": self.failures,
+        }
+
+    def format_text(self) -> str:
+        states = ", ".join(f"{state} {self.counts[state]}" for state in RUN_STATES if self.counts.get(state))
+        lines = [f"sweep {self.name}: {self.total} runs ({states or 'none'})", ""]
+        lines.append(f"{'problem':<24}{'optimizer':<14}{'done':>8}{'total':>8}")
+        for problem, optimizers in self.progress.items():
+            for optimizer, numbers in optimizers.items():
+                lines.append(f"{problem:<24}{optimizer:<14}{numbers['done']:>8}{numbers['total']:>8}")
+        for failure in self.failures:
+            lines += ["", f"{failure['status']}: run {failure['run_id']} (index {failure['index']}) {failure['label']}"]
+            lines += [f"    {line}" for line in failure["log_tail"]] or ["    (no log)"]
+        return "\n".join(lines)
+
+
+def sweep_status(store: Store, sweep: str) -> SweepStatus:
+    """Read the sweep's runs, correct runs whose worker died on this host, and summarize."""
+    runs = [_settle_lost_run(store, run) for run in store.sweep_runs(sweep)]
+    counts = Counter(run.status for run in runs)
+    progress: dict[str, dict[str, dict[str, int]]] = {}
+    for run in runs:
+        numbers = progress.setdefault(run.problem, {}).setdefault(run.optimizer, {"done": 0, "total": 0})
+        numbers["total"] += 1
+        numbers["done"] += run.status in ("completed", "diverged")
+    failures = [
+        {
+            "run_id": run.run_id,
+            "index": run.index,
+            "status": run.status,
+            "label": f"{run.problem} {run.optimizer} seed {run.seed}",
+            "log_tail": _log_tail(store, run.run_id),
+        }
+        for run in runs
+        if run.status in FAILED_STATES
+    ]
+    return SweepStatus(sweep, {state: counts[state] for state in RUN_STATES if counts[state]}, progress, failures)
+
+
+def _settle_lost_run(store: Store, run: RunRow) -> RunRow:
+    if run.status != "running":
+        return run
+    attempts = store.attempts(run.run_id)
+    if not attempts:
+        return run
+    last = max(attempts, key=lambda attempt: attempt.started_at)
+    if last.status != "running" or last.host != socket.gethostname() or _alive(last.pid):
+        return run
+    store.end_attempt(run.run_id, last.attempt_id, "lost", -1)
+    store.set_run_status(run.run_id, "failed")
+    return store.get_run(run.run_id) or run
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    stat = Path(f"/proc/{pid}/stat")
+    # A killed child that nobody has reaped yet is a zombie: gone for our purposes.
+    return not (stat.exists() and stat.read_text().split(")")[-1].split()[0] == "Z")
+
+
+def _log_tail(store: Store, run_id: str) -> list[str]:
+    attempts = store.attempts(run_id)
+    if not attempts:
+        return []
+    path = Path(max(attempts, key=lambda attempt: attempt.started_at).log_path)
+    try:
+        return path.read_text(errors="replace").splitlines()[-LOG_TAIL_LINES:]
+    except OSError:
+        return []

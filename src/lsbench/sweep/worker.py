@@ -1,0 +1,205 @@
+"""The worker: train run ``index`` of a sweep and record it in the store.
+
+``python -m lsbench worker --sweep-dir DIR --index I`` is the one entry every backend starts -- the local pool
+directly, Slurm inside the container -- so it needs nothing but the sweep directory and the index. It
+
+* finds its run in ``plan.json`` and the store URL in ``sweep.json``;
+* exits at once (code 0) if the run is already completed or diverged: a requeued or duplicated task costs nothing;
+* takes an exclusive lock on the run directory, so two workers never train the same run at the same time on one
+  machine (the second exits with :data:`EXIT_BUSY` and changes nothing);
+* records an attempt (host, pid, backend job id, log path, GPU, versions) and streams every evaluation point to
+  the store as metrics keyed (run, step, name), so a resumed run that reports a point again writes nothing new;
+* resumes from the run's checkpoint if one exists (lsbench.train);
+* on SIGTERM, SIGINT or SIGUSR2 (scheduler time limit, preemption, a cancelled or killed pool) finishes the
+  current step, checkpoints and exits with :data:`EXIT_INTERRUPTED`, leaving the run ``preempted`` so that a
+  resubmission continues it.
+
+Exit codes: see :mod:`lsbench.sweep.protocol`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import signal
+import socket
+import sys
+import traceback
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import FrameType
+
+import torch
+
+import lsbench
+from lsbench.store import Store
+from lsbench.sweep.layout import SweepDir
+from lsbench.sweep.protocol import (
+    EXIT_BAD_INPUT,
+    EXIT_BUSY,
+    EXIT_DIVERGED,
+    EXIT_DONE,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    FINISHED_STATES,
+    WORKER_LOCK,
+    exclusive,
+)
+from lsbench.train import TrainResult, train
+from lsbench.train.checkpoint import CHECKPOINT, PREVIOUS_CHECKPOINT
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
+METRIC_NAMES = (
+    "train_loss",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "mean_effective_lr",
+    "updates",
+    "forward_passes",
+    "backward_passes",
+    "elapsed",
+)
+
+
+def run_worker(
+    sweep_dir: Path, index: int, *, backend: str = "local", job_id: str | None = None, device: str = "auto"
+) -> int:
+    """Train run ``index`` of the sweep in ``sweep_dir``; return the worker's exit code (see module docstring)."""
+    sweep = SweepDir(Path(sweep_dir))
+    spec = sweep.run_spec(index)
+    store = Store(sweep.store_url())
+    try:
+        existing = store.get_run(spec.run_id)
+        if existing is not None and existing.status in FINISHED_STATES:
+            print(f"run {spec.run_id} is already {existing.status}; nothing to do", flush=True)
+            return EXIT_DONE
+        run_dir = sweep.run_dir(spec.run_id)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with exclusive(run_dir / WORKER_LOCK) as acquired:
+            if not acquired:
+                print(f"run {spec.run_id} is being trained by another worker", flush=True)
+                return EXIT_BUSY
+            return _train_and_record(store, sweep, spec.run_id, index, backend, job_id, device)
+    finally:
+        store.close()
+
+
+def _train_and_record(
+    store: Store, sweep: SweepDir, run_id: str, index: int, backend: str, job_id: str | None, device: str
+) -> int:
+    spec = sweep.run_spec(index)
+    config = spec.train_config(device=device, checkpoint_every=spec.eval_every)
+    attempt_id = f"{job_id or backend}/{uuid.uuid4().hex[:8]}"
+    store.start_attempt(
+        run_id,
+        attempt_id,
+        backend=backend,
+        job_id=job_id,
+        host=socket.gethostname(),
+        pid=os.getpid(),
+        log_path=str(sweep.log_file(run_id)),
+        gpu=_gpu_name(config.resolved().device),
+        versions=_versions(),
+    )
+    store.set_run_status(run_id, "running")
+    print(f"attempt {attempt_id}: {spec.problem} {spec.optimizer} seed {spec.seed} {spec.hparams}", flush=True)
+
+    def record(point: dict[str, float]) -> None:
+        step = int(point["step"])
+        store.add_metrics(run_id, step, {name: point[name] for name in METRIC_NAMES})
+        store.heartbeat(run_id, attempt_id, step)
+
+    try:
+        with _stop_requests() as stop_requested:
+            result = train(config, sweep.run_dir(run_id), on_eval=record, should_stop=stop_requested)
+    except Exception:
+        traceback.print_exc()
+        store.set_run_status(run_id, "failed")
+        store.end_attempt(run_id, attempt_id, "failed", EXIT_FAILED)
+        return EXIT_FAILED
+    code = _record_result(store, run_id, result)
+    store.end_attempt(run_id, attempt_id, _attempt_status(code), code)
+    if code in (EXIT_DONE, EXIT_DIVERGED):
+        for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):  # the result is stored; the run will never resume
+            (sweep.run_dir(run_id) / name).unlink(missing_ok=True)
+    print(f"attempt {attempt_id}: {result.status} at step {result.steps_done}", flush=True)
+    return code
+
+
+def _record_result(store: Store, run_id: str, result: TrainResult) -> int:
+    summary = result.summary()
+    values = {key: summary[key] for key in ("train_loss", "val_acc", "test_acc", "mean_effective_lr", "seconds")}
+    final = result.final
+    values.update(val_loss=final.get("val_loss", float("nan")), test_loss=final.get("test_loss", float("nan")))
+    if result.status == "completed":
+        store.set_run_status(run_id, "completed", step=result.steps_done, summary=values)
+        return EXIT_DONE
+    if result.status == "diverged":
+        store.set_run_status(
+            run_id, "diverged", step=result.steps_done, diverged_at_step=result.diverged_at_step, summary=values
+        )
+        return EXIT_DIVERGED
+    store.set_run_status(run_id, "preempted", step=result.steps_done)
+    return EXIT_INTERRUPTED
+
+
+def _attempt_status(code: int) -> str:
+    return {EXIT_DONE: "completed", EXIT_DIVERGED: "diverged", EXIT_INTERRUPTED: "preempted"}.get(code, "failed")
+
+
+@contextlib.contextmanager
+def _stop_requests() -> Iterator[Callable[[], bool]]:
+    """Turn the stop signals into a flag the trainer polls between steps; restore the handlers afterwards."""
+    requested: list[int] = []
+
+    def handle(signum: int, _frame: FrameType | None) -> None:
+        requested.append(signum)
+
+    previous = {sig: signal.signal(sig, handle) for sig in STOP_SIGNALS}
+    try:
+        yield lambda: bool(requested)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _gpu_name(device: str) -> str | None:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return torch.cuda.get_device_name(torch.device(device))
+    return None
+
+
+def _versions() -> dict[str, str]:
+    return {
+        "lsbench": lsbench.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda or "none",
+        "image": os.environ.get("LSBENCH_IMAGE_DIGEST", "none"),
+    }
+
+
+def add_worker_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("worker", help="train one run of a sweep (started by the backends)")
+    parser.add_argument("--sweep-dir", required=True, type=Path, help="the sweep directory")
+    parser.add_argument("--index", required=True, type=int, help="the run's index in the sweep's plan")
+    parser.add_argument("--backend", default="local", help="who started this worker (recorded with the attempt)")
+    parser.add_argument("--job-id", default=None, help="the scheduler's job id, if any")
+    parser.add_argument("--device", default="auto", help="torch device (default: cuda if available)")
+    parser.set_defaults(handler=_run_worker_command)
+
+
+def _run_worker_command(args: argparse.Namespace) -> int:
+    if not SweepDir(args.sweep_dir).exists():
+        print(f"lsbench worker: {args.sweep_dir} is not a sweep directory (no sweep.json)", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return run_worker(args.sweep_dir, args.index, backend=args.backend, job_id=args.job_id, device=args.device)
+    except IndexError as error:
+        print(f"lsbench worker: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT

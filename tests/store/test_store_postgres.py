@@ -1,0 +1,109 @@
+"""The store on a real Postgres server (skipped unless LSBENCH_TEST_POSTGRES_URL is set).
+
+Point LSBENCH_TEST_POSTGRES_URL at a THROWAWAY database (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/lsbench_test):
+every test drops the store's tables there first. Needs a Postgres driver (psycopg or psycopg2).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timezone
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine
+from sqlalchemy.pool import NullPool
+
+from lsbench.store import Store, current_revision
+from lsbench.store.migrate import HEAD_REVISION
+
+URL = os.environ.get("LSBENCH_TEST_POSTGRES_URL")
+pytestmark = pytest.mark.skipif(
+    not URL, reason="LSBENCH_TEST_POSTGRES_URL not set (needs a throwaway Postgres database)"
+)
+
+
+@dataclass(frozen=True)
+class Spec:
+    run_id: str
+    problem: str = "digits_mlp"
+    optimizer: str = "sgd"
+    hparams: dict[str, Any] = field(default_factory=lambda: {"lr": 0.1})
+    seed: int = 1
+    steps: int = 100
+    eval_every: int = 10
+    batch_size: int = 32
+    weight_decay: float = 0.0
+
+
+@pytest.fixture
+def pg_url() -> str:
+    engine = create_engine(URL, poolclass=NullPool)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "DROP TABLE IF EXISTS metrics, attempts, sweep_runs, runs, sweeps, alembic_version CASCADE"
+        )
+    engine.dispose()
+    return URL
+
+
+def test_concurrent_first_opens_migrate_once(pg_url: str) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        stores = list(pool.map(Store, [pg_url] * 4))
+    for s in stores:
+        s.close()
+    engine = create_engine(pg_url, poolclass=NullPool)
+    with engine.connect() as conn:
+        assert current_revision(conn) == HEAD_REVISION
+    engine.dispose()
+
+
+def test_round_trip_on_postgres(pg_url: str) -> None:
+    with Store(pg_url) as store:
+        store.upsert_sweep("pg", "h", "t", "/d", "slurm")
+        store.upsert_sweep("pg", "h2", "t", "/d", "slurm")
+        specs = [Spec(run_id=f"{i:016x}", seed=i) for i in range(4)]
+        assert store.add_runs("pg", specs) == [0, 1, 2, 3]
+        assert store.add_runs("pg", [Spec(run_id="new0000000000000"), *specs]) == [4, 0, 1, 2, 3]
+
+        rid = specs[0].run_id
+        store.add_metrics(rid, 10, {"train_loss": 0.5, "val_acc": math.nan})
+        store.add_metrics(rid, 10, {"train_loss": 0.7})
+        store.add_metrics_many(
+            [(rid, 20, "train_loss", 0.25), (rid, 20, "train_loss", 0.3), (specs[1].run_id, 5, "x", 1.0)]
+        )
+        assert [(m.step, m.name) for m in store.metrics(rid)] == [
+            (10, "train_loss"),
+            (10, "val_acc"),
+            (20, "train_loss"),
+        ]
+        assert store.final_metrics("pg") == {rid: {"train_loss": 0.25}, specs[1].run_id: {"x": 1.0}}
+
+        store.set_run_status(rid, "diverged", step=20, diverged_at_step=20, summary={"train_loss": math.inf})
+        run = store.get_run(rid)
+        assert run.status == "diverged" and run.summary == {"train_loss": math.inf}
+        assert run.updated_at.tzinfo == timezone.utc
+
+        versions = {"torch": "2.5"}
+        for _ in range(2):
+            store.start_attempt(rid, "j/1", backend="slurm", job_id="j", host="n", pid=1, log_path="l", gpu=None,
+                                versions=versions)  # fmt: skip
+        store.heartbeat(rid, "j/1", 5)
+        store.end_attempt(rid, "j/1", "failed", 1)
+        (att,) = store.attempts(rid)
+        assert (att.status, att.exit_code, att.heartbeat_step, att.versions) == ("failed", 1, 5, versions)
+        assert store.get_sweep("pg").grid_hash == "h2"
+
+
+def test_concurrent_add_runs_on_postgres(pg_url: str) -> None:
+    with Store(pg_url) as store:
+        store.upsert_sweep("pg", "h", "t", "/d", "slurm")
+        shared = [Spec(run_id=f"s{i:015x}") for i in range(5)]
+        batches = [shared + [Spec(run_id=f"t{t}{i:014x}") for i in range(25)] for t in range(4)]
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda specs: store.add_runs("pg", specs), batches))
+        assert len({tuple(r[:5]) for r in results}) == 1
+        assert [r.index for r in store.sweep_runs("pg")] == list(range(105))
