@@ -18,3 +18,23 @@ def one_intra_op_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """The base URL of a throw-away Postgres server on loopback (started here unless `make test` did)."""
+    from tests.services.postgres import server_url, stop_server
+
+    url, started = server_url()
+    yield url
+    if started:
+        stop_server()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: str) -> Iterator[str]:
+    """A fresh, empty Postgres database for one test."""
+    from tests.services.postgres import fresh_database
+
+    with fresh_database(postgres_server) as url:
+        yield url

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from sqlalchemy import event
 from sqlalchemy.exc import IntegrityError
 
@@ -16,9 +17,9 @@ import lsbench.store.store as store_module
 from lsbench.store import MetricRow, Store
 
 
-def _count_rows(tmp_path: Path) -> int:
-    with sqlite3.connect(tmp_path / "store.db") as con:
-        return con.execute("SELECT count(*) FROM metrics").fetchone()[0]
+def _count_rows(store: Store) -> int:
+    with store._engine.connect() as conn:
+        return conn.execute(sqlalchemy.text("SELECT count(*) FROM metrics")).scalar_one()
 
 
 @contextmanager
@@ -49,7 +50,7 @@ def test_writing_a_metric_twice_leaves_one_row(store: Store, runs: list[str], tm
     store.add_metrics(rid, 10, {"train_loss": 0.5, "val_acc": 0.8})
     store.add_metrics(rid, 10, {"train_loss": 0.5, "val_acc": 0.8})
     store.add_metrics(rid, 10, {"train_loss": 9.9})  # same key, other value: the first write stays
-    assert _count_rows(tmp_path) == 2
+    assert _count_rows(store) == 2
     assert store.metrics(rid) == [MetricRow(rid, 10, "train_loss", 0.5), MetricRow(rid, 10, "val_acc", 0.8)]
 
 
@@ -89,13 +90,13 @@ def test_add_metrics_many_is_one_idempotent_transaction(
     rows = [(rid, step, name, float(step)) for rid in runs for step in range(0, 50, 10) for name in ("a", "b")]
     store.add_metrics_many(iter(rows))
     store.add_metrics_many(rows + rows)  # duplicates inside one call and across calls
-    assert _count_rows(tmp_path) == len(rows) == 30
+    assert _count_rows(store) == len(rows) == 30
     assert [(m.step, m.name, m.value) for m in store.metrics(runs[2])][-2:] == [(40, "a", 40.0), (40, "b", 40.0)]
 
     # an unknown run id fails the whole call: nothing of it is written
     with pytest.raises(IntegrityError):
         store.add_metrics_many([(runs[0], 1000, "a", 1.0)] * 3 + [("nope", 0, "a", 1.0)])
-    assert _count_rows(tmp_path) == 30
+    assert _count_rows(store) == 30
 
 
 def test_final_metrics_picks_each_runs_last_step(store: Store, runs: list[str], make_spec) -> None:
@@ -132,8 +133,9 @@ def test_sweep_reads_are_single_queries(store: Store, make_spec) -> None:
     assert [r.index for r in rows] == list(range(20)) and len(seen) == 1
 
 
-def test_final_metrics_uses_the_primary_key_for_the_last_step(store: Store, tmp_path: Path) -> None:
+def test_final_metrics_uses_the_primary_key_for_the_last_step(sqlite_store: Store, tmp_path: Path) -> None:
     """The query plan looks up each run's last step in the metrics primary key, never scanning the table."""
+    store = sqlite_store
     with _statements(store) as seen:
         store.final_metrics("demo")
     (sql,) = seen

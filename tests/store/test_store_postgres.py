@@ -1,13 +1,8 @@
-"""The store on a real Postgres server (skipped unless LSBENCH_TEST_POSTGRES_URL is set).
-
-Point LSBENCH_TEST_POSTGRES_URL at a THROWAWAY database (e.g. postgresql+psycopg://postgres@127.0.0.1:5432/lsbench_test):
-every test drops the store's tables there first. Needs a Postgres driver (psycopg or psycopg2).
-"""
+"""Postgres specifics of the store, on a real throw-away server (each test gets a fresh database)."""
 
 from __future__ import annotations
 
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -19,11 +14,6 @@ from sqlalchemy.pool import NullPool
 
 from lsbench.store import Store, current_revision
 from lsbench.store.migrate import HEAD_REVISION
-
-URL = os.environ.get("LSBENCH_TEST_POSTGRES_URL")
-pytestmark = pytest.mark.skipif(
-    not URL, reason="LSBENCH_TEST_POSTGRES_URL not set (needs a throwaway Postgres database)"
-)
 
 
 @dataclass(frozen=True)
@@ -40,14 +30,8 @@ class Spec:
 
 
 @pytest.fixture
-def pg_url() -> str:
-    engine = create_engine(URL, poolclass=NullPool)
-    with engine.begin() as conn:
-        conn.exec_driver_sql(
-            "DROP TABLE IF EXISTS metrics, attempts, sweep_runs, runs, sweeps, alembic_version CASCADE"
-        )
-    engine.dispose()
-    return URL
+def pg_url(postgres_url: str) -> str:
+    return postgres_url
 
 
 def test_concurrent_first_opens_migrate_once(pg_url: str) -> None:

@@ -199,7 +199,8 @@ def test_concurrent_add_runs_keep_indices_unique_and_dense(store: Store, make_sp
     assert indices == list(range(5 + 4 * 25))
 
 
-def test_writes_take_the_sqlite_write_lock_up_front(store: Store, make_spec) -> None:
+def test_writes_take_the_sqlite_write_lock_up_front(sqlite_store: Store, make_spec) -> None:
+    store = sqlite_store
     seen: list[str] = []
 
     def record(conn, cursor, statement, parameters, context, executemany):

@@ -10,6 +10,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+import sqlalchemy
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
@@ -44,14 +45,13 @@ def test_open_migrates_to_head(db_url: str, tmp_path: Path) -> None:
         cfg.stdout = buffer
         command.current(cfg)
         assert buffer.getvalue().split() == [head, "(head)"]
+        tables = set(sqlalchemy.inspect(conn).get_table_names())
     engine.dispose()
-
-    with sqlite3.connect(tmp_path / "store.db") as con:
-        tables = {row[0] for row in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     assert tables == TABLES
 
 
-def test_reopening_a_migrated_database_is_a_no_op(db_url: str, tmp_path: Path, monkeypatch) -> None:
+def test_reopening_a_migrated_database_is_a_no_op(sqlite_url: str, tmp_path: Path, monkeypatch) -> None:
+    db_url = sqlite_url
     with Store(db_url) as store:
         store.upsert_sweep("s", "h", "t", "/tmp", "local")
     before = _sha256(tmp_path / "store.db")
@@ -96,8 +96,8 @@ def test_downgrade_to_base_and_upgrade_again(db_url: str, tmp_path: Path) -> Non
         store.upsert_sweep("s", "h", "t", "/tmp", "local")
 
 
-def test_sqlite_connection_settings(store: Store, tmp_path: Path) -> None:
-    with store._engine.connect() as conn:
+def test_sqlite_connection_settings(sqlite_store: Store, tmp_path: Path) -> None:
+    with sqlite_store._engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
@@ -143,7 +143,8 @@ def test_redacted_url_hides_the_password() -> None:
     assert "s3cr" not in redacted
 
 
-def test_store_url_attributes(store: Store, db_url: str) -> None:
+def test_store_url_attributes(sqlite_store: Store, sqlite_url: str) -> None:
+    store, db_url = sqlite_store, sqlite_url
     assert store.url == db_url
     assert store.redacted_url == db_url  # nothing to hide
     assert repr(store) == f"Store({db_url!r})"

@@ -7,6 +7,7 @@ and :mod:`lsbench.store.migrate` for migrations.
 
 from lsbench.store.engine import redact_url
 from lsbench.store.migrate import current_revision, head_revision
+from lsbench.store.retry import StoreUnavailable
 from lsbench.store.rows import RUN_STATES, AttemptRow, MetricRow, RunRow, RunSpecLike, SweepRow
 from lsbench.store.store import Store
 
@@ -17,6 +18,7 @@ __all__ = [
     "RunRow",
     "RunSpecLike",
     "Store",
+    "StoreUnavailable",
     "SweepRow",
     "current_revision",
     "head_revision",

@@ -3,7 +3,8 @@
 Every method runs one short transaction on a fresh connection (``NullPool``) and returns plain frozen dataclasses, so
 callers never hold sessions or connections. Writes are idempotent where a retried or requeued worker may repeat them:
 metrics are keyed (run_id, step, name) and inserted with ``ON CONFLICT DO NOTHING``, attempts are keyed
-(run_id, attempt_id), and run rows and sweep indices are created once.
+(run_id, attempt_id), and run rows and sweep indices are created once. That is also what makes every method safe to
+retry when the database is briefly unreachable (:mod:`lsbench.store.retry`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from sqlalchemy.engine import Connection, make_url
 from lsbench.store import schema
 from lsbench.store.engine import create_store_engine, redact_url, writer
 from lsbench.store.migrate import upgrade_to_head
+from lsbench.store.retry import retried
 from lsbench.store.rows import RUN_STATES, AttemptRow, MetricRow, RunRow, RunSpecLike, SweepRow
 
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
@@ -87,13 +89,22 @@ class Store:
         backend = make_url(self.url).get_backend_name()
         if backend not in SUPPORTED_DIALECTS:
             raise ValueError(f"unsupported store database {backend!r} (supported: {', '.join(SUPPORTED_DIALECTS)})")
+        self._password = make_url(self.url).password
         self._engine = create_store_engine(self.url)
         try:
-            upgrade_to_head(self._engine)
+            self._migrate()
         except BaseException:
             self._engine.dispose()
             raise
         self._writer = writer(self._engine)
+
+    @retried
+    def _migrate(self) -> None:
+        upgrade_to_head(self._engine)
+
+    def scrub(self, text: str) -> str:
+        """``text`` with this store's password blanked out (driver error messages may quote connection strings)."""
+        return text.replace(self._password, "***") if self._password else text
 
     def __repr__(self) -> str:
         return f"Store({self.redacted_url!r})"
@@ -125,6 +136,7 @@ class Store:
 
     # ------------------------------------------------------------------ sweeps
 
+    @retried
     def upsert_sweep(self, name: str, grid_hash: str, grid_text: str, sweep_dir: str, backend: str) -> None:
         """Create the sweep, or update its grid, directory and backend (``created_at`` is kept)."""
         now = _now()
@@ -150,11 +162,13 @@ class Store:
         with self._writer.begin() as conn:
             conn.execute(stmt)
 
+    @retried
     def get_sweep(self, name: str) -> SweepRow | None:
         with self._engine.begin() as conn:
             row = conn.execute(select(schema.sweeps).where(schema.sweeps.c.name == name)).first()
         return None if row is None else SweepRow(**row._mapping)
 
+    @retried
     def list_sweeps(self) -> list[SweepRow]:
         """All sweeps, oldest first."""
         stmt = select(schema.sweeps).order_by(schema.sweeps.c.created_at, schema.sweeps.c.name)
@@ -163,6 +177,7 @@ class Store:
 
     # ------------------------------------------------------------------ runs
 
+    @retried
     def add_runs(self, sweep: str, specs: Sequence[RunSpecLike]) -> list[int]:
         """Add runs to a sweep; returns the sweep index of every spec, in order.
 
@@ -237,6 +252,7 @@ class Store:
             updated_at=m["updated_at"],
         )
 
+    @retried
     def sweep_runs(self, sweep: str) -> list[RunRow]:
         """The runs of a sweep ordered by index (one query; empty for an unknown sweep)."""
         sr, r = schema.sweep_runs, schema.runs
@@ -249,12 +265,14 @@ class Store:
         with self._engine.begin() as conn:
             return [self._run_row(row, row.idx) for row in conn.execute(stmt)]
 
+    @retried
     def get_run(self, run_id: str) -> RunRow | None:
         """The run (``index`` is None: runs are global, a run may belong to several sweeps)."""
         with self._engine.begin() as conn:
             row = conn.execute(select(schema.runs).where(schema.runs.c.run_id == run_id)).first()
         return None if row is None else self._run_row(row, None)
 
+    @retried
     def set_run_status(
         self,
         run_id: str,
@@ -283,6 +301,7 @@ class Store:
 
     # ------------------------------------------------------------------ attempts
 
+    @retried
     def start_attempt(
         self,
         run_id: str,
@@ -330,15 +349,18 @@ class Store:
             if conn.execute(stmt).rowcount == 0:
                 raise KeyError(f"unknown attempt {attempt_id!r} of run {run_id!r}")
 
+    @retried
     def heartbeat(self, run_id: str, attempt_id: str, step: int) -> None:
         """Record that the attempt is alive at ``step`` (sets ``heartbeat_at`` to now)."""
         self._update_attempt(run_id, attempt_id, heartbeat_at=_now(), heartbeat_step=int(step))
 
+    @retried
     def end_attempt(self, run_id: str, attempt_id: str, status: str, exit_code: int) -> None:
         """Record the end of an attempt (status from :data:`RUN_STATES`; repeating it overwrites)."""
         _check_status(status)
         self._update_attempt(run_id, attempt_id, status=status, exit_code=int(exit_code), ended_at=_now())
 
+    @retried
     def attempts(self, run_id: str | None = None) -> list[AttemptRow]:
         """Attempts of one run (or of all runs), in order of start."""
         a = schema.attempts
@@ -372,6 +394,7 @@ class Store:
             for chunk in _chunks(rows, _BULK_CHUNK):
                 conn.execute(stmt, [dict(zip(columns, r, strict=True)) for r in chunk])
 
+    @retried
     def add_metrics(self, run_id: str, step: int, values: Mapping[str, float]) -> None:
         """Write metric values of one step; keys (run_id, step, name) already present are left as they are."""
         rows = [(run_id, int(step), str(name), _metric_value(value)) for name, value in values.items()]
@@ -381,6 +404,7 @@ class Store:
             self._require_run(conn, run_id)
             self._insert_metric_rows(conn, rows)
 
+    @retried
     def add_metrics_many(self, rows: Iterable[tuple[str, int, str, float]]) -> None:
         """Write ``(run_id, step, name, value)`` rows in one transaction (streamed in chunks; duplicates ignored).
 
@@ -391,6 +415,7 @@ class Store:
         with self._writer.begin() as conn:
             self._insert_metric_rows(conn, records)
 
+    @retried
     def metrics(self, run_id: str) -> list[MetricRow]:
         """All metric values of a run ordered by (step, name)."""
         m = schema.metrics
@@ -398,6 +423,7 @@ class Store:
         with self._engine.begin() as conn:
             return [MetricRow(row.run_id, row.step, row.name, _read_value(row.value)) for row in conn.execute(stmt)]
 
+    @retried
     def final_metrics(self, sweep: str) -> dict[str, dict[str, float]]:
         """run_id -> {name: value} at each run's last step (the largest step with any metric), for one sweep.
 

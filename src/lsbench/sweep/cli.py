@@ -22,8 +22,7 @@ from pathlib import Path
 
 from lsbench.report import RunOutcome, aggregate, format_table, write_reports
 from lsbench.store import RunRow, RunSpecLike, Store
-from lsbench.sweep.backends import BACKENDS
-from lsbench.sweep.backends.local import cancel_pool, pool_pid, start_pool
+from lsbench.sweep.backends import BACKENDS, Backend, SubmitOptions, get_backend
 from lsbench.sweep.layout import SWEEP_NAME_PATTERN, SweepDir, sweep_root
 from lsbench.sweep.protocol import FINISHED_STATES, run_is_locked
 from lsbench.sweep.status import FAILED_STATES, sweep_status
@@ -71,13 +70,20 @@ def queue_runs(store: Store, sweep: SweepDir, rows: Sequence[RunRow]) -> list[Ru
     return queued
 
 
+def backend_of(sweep: SweepDir) -> Backend:
+    """The backend that started the sweep (recorded in ``sweep.json``)."""
+    return get_backend(sweep.read_meta().get("backend", "local"))
+
+
 def wait_for(store: Store, sweep: SweepDir, run_ids: set[str], out: Callable[[str], None]) -> int:
     """Show progress until the runs are no longer queued or running; 0 if all finished, else 1."""
+    backend = backend_of(sweep)
     started = time.monotonic()
     finished_before: int | None = None
-    pool_gone_polls = 0
+    idle_polls = 0
     last_line = ""
     while True:
+        backend.refresh(sweep, store)
         rows = [row for row in store.sweep_runs(sweep.name) if row.run_id in run_ids]
         counts = {state: sum(row.status == state for row in rows) for state in {row.status for row in rows}}
         done = sum(counts.get(state, 0) for state in FINISHED_STATES)
@@ -101,9 +107,9 @@ def wait_for(store: Store, sweep: SweepDir, run_ids: set[str], out: Callable[[st
         if active == 0:
             out("\n" if sys.stdout.isatty() else "")
             return EXIT_OK if done == len(rows) else EXIT_FAILURE
-        pool_gone_polls = pool_gone_polls + 1 if pool_pid(sweep) is None else 0
-        if pool_gone_polls > 3:
-            out(f"\nthe pool is gone with {active} runs unfinished; `sweep resubmit {sweep.name}` continues them\n")
+        idle_polls = 0 if backend.active(sweep) else idle_polls + 1
+        if idle_polls > 3:  # grace for a worker that is just recording its end
+            out(f"\nno worker is left, {active} runs unfinished; `sweep resubmit {sweep.name}` continues them\n")
             return EXIT_FAILURE
         time.sleep(1.0)
 
@@ -127,8 +133,10 @@ def cmd_submit(args: argparse.Namespace) -> int:
         summary = summarize(runs, grid)
         print(_json(summary.to_json()) if args.json else summary.format_text())
         return EXIT_OK
-    if args.backend != "local":
-        raise BadInput(f"backend {args.backend!r} is not available yet (available: local)")
+    try:
+        backend = get_backend(args.backend)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
     sweep = SweepDir(sweep_root(args.root) / grid.name)
     store_url = grid.store or sweep.default_store_url()
     if sweep.exists() and sweep.store_url() != store_url:
@@ -143,9 +151,8 @@ def cmd_submit(args: argparse.Namespace) -> int:
         rows = [row for row in store.sweep_runs(grid.name) if row.run_id in wanted]
         queued = queue_runs(store, sweep, rows)
         finished = sum(row.status in FINISHED_STATES for row in rows)
-        started = start_pool(sweep, args.workers) if queued else False
-        pool = "started a local pool" if started else ("pool already running" if queued else "nothing to run")
-        print(f"sweep {grid.name}: {len(runs)} runs, {len(queued)} queued, {finished} already finished; {pool}")
+        action = backend.submit(sweep, store, queued, _submit_options(args))
+        print(f"sweep {grid.name}: {len(runs)} runs, {len(queued)} queued, {finished} already finished; {action}")
         print(f"  watch: sweep status {grid.name}    results: sweep aggregate {grid.name}")
         if args.wait and queued:
             return wait_for(store, sweep, {row.run_id for row in queued}, _write)
@@ -166,9 +173,14 @@ def _extend_plan(sweep: SweepDir, runs: Sequence[RunSpecLike], indices: Sequence
     sweep.write_plan(plan)
 
 
+def _submit_options(args: argparse.Namespace) -> SubmitOptions:
+    return SubmitOptions(workers=args.workers)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     sweep = open_sweep(sweep_root(args.root), args.name)
     with Store(sweep.store_url()) as store:
+        backend_of(sweep).refresh(sweep, store)
         status = sweep_status(store, sweep.name)
     print(_json(status.to_json()) if args.json else status.format_text())
     return EXIT_OK
@@ -209,10 +221,12 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
     if args.missing or not args.failed:
         states.update(RESUBMIT_MISSING)
     with Store(sweep.store_url()) as store:
+        backend = backend_of(sweep)
+        backend.refresh(sweep, store)
         rows = [row for row in store.sweep_runs(sweep.name) if row.status in states]
         queued = queue_runs(store, sweep, rows)
-        started = start_pool(sweep, args.workers) if queued else False
-        print(f"sweep {sweep.name}: {len(queued)} runs queued again" + ("; started a local pool" if started else ""))
+        action = backend.submit(sweep, store, queued, _submit_options(args))
+        print(f"sweep {sweep.name}: {len(queued)} runs queued again; {action}")
         if args.wait and queued:
             return wait_for(store, sweep, {row.run_id for row in queued}, _write)
     return EXIT_OK
@@ -220,8 +234,8 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     sweep = open_sweep(sweep_root(args.root), args.name)
-    stopped = cancel_pool(sweep)
     with Store(sweep.store_url()) as store:
+        stopped = backend_of(sweep).cancel(sweep, store)
         cancelled = 0
         for row in store.sweep_runs(sweep.name):
             if row.status in ("planned", "queued", "preempted") or (
@@ -229,7 +243,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
             ):
                 store.set_run_status(row.run_id, "cancelled")
                 cancelled += 1
-    print(f"sweep {sweep.name}: {'stopped the pool, ' if stopped else ''}{cancelled} runs cancelled")
+    print(f"sweep {sweep.name}: {stopped}; {cancelled} runs cancelled")
     return EXIT_OK
 
 
@@ -242,7 +256,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         sweep = SweepDir(path)
         with Store(sweep.store_url()) as store:
             status = sweep_status(store, sweep.name)
-        running = "pool running" if pool_pid(sweep) is not None else "idle"
+        running = "active" if backend_of(sweep).active(sweep) else "idle"
         print(f"{sweep.name:<32}{status.finished:>6}/{status.total:<6} finished   {running}")
     return EXIT_OK
 

@@ -33,7 +33,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
-from lsbench.store import Store
+from lsbench.store import RunRow, Store
+from lsbench.sweep.backends import SubmitOptions
 from lsbench.sweep.layout import SweepDir
 from lsbench.sweep.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_DONE, EXIT_INTERRUPTED
 
@@ -133,6 +134,26 @@ def cancel_pool(sweep: SweepDir, timeout: float = 60.0) -> bool:
     while pool_pid(sweep) is not None and time.monotonic() < deadline:
         time.sleep(POLL_SECONDS)
     return True
+
+
+class LocalBackend:
+    """The :class:`lsbench.sweep.backends.Backend` of this machine: the sweep's detached pool."""
+
+    name = "local"
+
+    def submit(self, sweep: SweepDir, store: Store, runs: Sequence[RunRow], options: SubmitOptions) -> str:
+        if not runs:
+            return "nothing to run"
+        return "started a local pool" if start_pool(sweep, options.workers) else "the running pool takes them"
+
+    def active(self, sweep: SweepDir) -> bool:
+        return pool_pid(sweep) is not None
+
+    def refresh(self, sweep: SweepDir, store: Store) -> None:
+        """Nothing to reconcile: the pool records workers that die without a word (see ``Pool._reap``)."""
+
+    def cancel(self, sweep: SweepDir, store: Store) -> str:
+        return "stopped the pool" if cancel_pool(sweep) else "no pool was running"
 
 
 def _die_with_parent() -> None:
