@@ -81,5 +81,5 @@ def test_build_model_builds_by_key_and_rejects_unknown_keys():
     assert num_params(build_model("resnet20", (3, 32, 32), 10)) == 269_722
     assert build_model("mlp", (1, 8, 8), 3)(torch.randn(2, 1, 8, 8)).shape == (2, 3)
     with pytest.raises(ValueError, match="resnet20") as excinfo:
-        build_model("resnet18", (3, 32, 32), 10)
-    assert "'resnet18'" in str(excinfo.value)
+        build_model("resnet19", (3, 32, 32), 10)
+    assert "'resnet19'" in str(excinfo.value)

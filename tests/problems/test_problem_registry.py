@@ -76,8 +76,8 @@ def test_custom_specs_are_built_and_unknown_parts_rejected():
     defaults = ProblemDefaults(batch_size=8, steps=10, weight_decay=0.0, eval_every=5)
     problem = build_problem(ProblemSpec("synthetic_cnn", "synthetic", "cnn", defaults, "custom"), seed=0)
     assert problem.train.batch_size == 8
-    with pytest.raises(ValueError, match="unknown dataset 'mnist'"):
-        build_problem(ProblemSpec("mnist_mlp", "mnist", "mlp", defaults, "custom"), seed=0)
+    with pytest.raises(ValueError, match="unknown dataset 'emnist'"):
+        build_problem(ProblemSpec("emnist_mlp", "emnist", "mlp", defaults, "custom"), seed=0)
 
 
 def test_cifar_shaped_problem_takes_a_resnet20_step():

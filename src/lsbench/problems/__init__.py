@@ -8,7 +8,7 @@
 Problems are named ``<dataset>_<model>``; :data:`PROBLEMS` lists them.
 """
 
-from lsbench.problems.evaluation import evaluate
+from lsbench.problems.evaluation import SequenceCrossEntropy, evaluate
 from lsbench.problems.registry import (
     PROBLEMS,
     Problem,
@@ -17,7 +17,7 @@ from lsbench.problems.registry import (
     build_problem,
     get_problem,
 )
-from lsbench.problems.sampling import BatchSampler, DataSplit
+from lsbench.problems.sampling import BatchSampler, DataSplit, StreamedSplit, StreamingSampler
 
 __all__ = [
     "PROBLEMS",
@@ -26,6 +26,9 @@ __all__ = [
     "Problem",
     "ProblemDefaults",
     "ProblemSpec",
+    "SequenceCrossEntropy",
+    "StreamedSplit",
+    "StreamingSampler",
     "build_problem",
     "evaluate",
     "get_problem",

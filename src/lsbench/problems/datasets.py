@@ -1,31 +1,49 @@
 """Datasets of the benchmark problems, as raw tensors plus the recipe to turn them into network inputs.
 
 Loaders return a :class:`RawDataset` on the CPU: inputs in raw pixel space (``uint8`` images, or floats for
-data that has no natural byte form), the train/validation/test split already applied, and the per-channel
-normalization and training augmentation to apply on the device. Keeping the data raw lets the training
-augmentation pad with zeros in pixel space before normalizing, as the reference torchvision pipelines do.
+data that has no natural byte form, or int64 token ids), the train/validation/test split already applied, and
+the per-channel normalization and training augmentation to apply on the device. Keeping the data raw lets the
+training augmentation pad with zeros in pixel space before normalizing, as the reference torchvision pipelines
+do. ImageNet is too large for that; its loader returns a :class:`StreamedDataset` instead
+(:mod:`lsbench.problems.imagefolder`), whose samples workers read from disk.
 
-Splits follow the thesis experiments (``reference/algorithms.md`` §10):
+Every loader reads the standard on-disk format from ``data_dir`` (default ``$LSBENCH_DATA`` or
+``~/.lsbench/data``) and raises ``FileNotFoundError`` naming the folder it looked for when the data is missing.
 
-* ``split="default"`` (PAL chapter): the first 90 % of the official CIFAR training set (45,000 images) train,
-  the last 10 % (5,000) validate, not shuffled.
-* ``split="labpal"`` (LABPAL harness): a random 80 %/20 % split (40,000/10,000) with ``random_split``'s
-  indices for a generator seeded 42; CIFAR-100 is augmented with padding 8 instead of 4 there. Unlike that
-  harness, validation data is not augmented here.
+Splits follow the thesis experiments (``reference/algorithms.md`` §10, thesis App. A.2.3 and C.4):
 
-The test split is always the official test set. Splits are fractions rather than fixed counts so that a tiny
-folder in the same format (as the tests write) can be split by the same rules.
+* CIFAR-10/100, ``split="default"`` (PAL chapter): the first 90 % of the official CIFAR training set (45,000
+  images) train, the last 10 % (5,000) validate, not shuffled. ``split="labpal"`` (LABPAL harness): a random
+  80 %/20 % split (40,000/10,000) with ``random_split``'s indices for a generator seeded 42; CIFAR-100 is
+  augmented with padding 8 instead of 4 there. Unlike that harness, validation data is not augmented here.
+  CIFAR-100 is normalized with its own statistics in both (the PAL TensorFlow code used CIFAR-10's).
+* SVHN (``svhn/train_32x32.mat``, ``test_32x32.mat``; the ``extra`` set is not used): ``"default"`` follows
+  thesis C.4, "20,000/45,000" validation/training images, as the first 45,000 and the next 20,000 indices of
+  ``random_split``'s permutation for seed 42 (the remaining 8,257 training images are unused);
+  ``"labpal"`` follows the LABPAL harness, ``random_split`` seed 42 into 65,000 training images and the
+  remaining 8,257 for validation. Both: crop with padding 4 + horizontal flip (C.4 and the harness), and
+  per-channel mean/std computed over the split's training images (C.4: "determined over the dataset").
+* MNIST (idx files, optionally gzipped): 50,000/10,000 as DeepOBS (its PyTorch data sets hold out
+  ``train_eval_size`` = 10,000 training images for validation), by ``random_split``'s permutation for seed 42;
+  pixels scaled to [0, 1] without standardization and no augmentation, as DeepOBS' ``ToTensor()``.
+* Tolstoi's War and Peace (:mod:`lsbench.problems.text`) and ImageNet (:mod:`lsbench.problems.imagefolder`)
+  document their splits in their modules.
+
+The test split is always the official test set (ImageNet: the official validation set). Splits are
+fractions of the official training set size rather than fixed counts, so that a tiny folder in the same
+format (as the tests write) is split by the same rules; for the official sizes they give the counts above.
 """
 
 from __future__ import annotations
 
+import gzip
 import math
 import os
 import pickle
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import torch
@@ -37,14 +55,22 @@ __all__ = [
     "DATASETS",
     "SPLITS",
     "RawDataset",
+    "StreamedDataset",
+    "channel_stats",
     "cifar10small_indices",
     "cifar_split",
     "default_data_dir",
     "load_dataset",
     "make_cifar_shaped",
     "make_synthetic",
+    "missing_data_error",
+    "mnist_split",
     "partition",
     "read_cifar",
+    "read_idx",
+    "read_mnist",
+    "read_svhn",
+    "svhn_split",
 ]
 
 SPLITS = ("default", "labpal")
@@ -58,6 +84,8 @@ CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 DIGITS_SPLIT_SIZES = (1197, 300, 300)
 """Train/validation/test sizes of scikit-learn's 1,797 digits."""
 
+Task = Literal["classification", "next_token"]
+
 
 @dataclass(frozen=True)
 class RawDataset:
@@ -65,6 +93,11 @@ class RawDataset:
 
     ``uint8`` inputs are pixel values in [0, 255]; floating-point inputs are already scaled (see
     :class:`~lsbench.problems.transforms.Normalize`). ``augmentation`` applies to the training split only.
+
+    ``task="classification"``: targets are ``(N,)`` class labels. ``task="next_token"``: inputs are ``(N, T)``
+    int64 token ids, targets ``(N, T)`` the token that follows each input position, ``num_classes`` the
+    vocabulary size; such data is never normalized (``mean``/``std`` are empty) and its loss is
+    :class:`~lsbench.problems.evaluation.SequenceCrossEntropy`.
     """
 
     train_inputs: Tensor
@@ -77,6 +110,24 @@ class RawDataset:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augmentation: Augmentation | None
+    task: Task = "classification"
+
+
+class StreamedDataset(Protocol):
+    """A dataset whose samples are read from disk during training (ImageNet), built into samplers on demand.
+
+    See :class:`lsbench.problems.imagefolder.ImageFolderDataset`, the implementation.
+    """
+
+    num_classes: int
+    input_shape: tuple[int, ...]
+
+    @property
+    def train_size(self) -> int: ...
+
+    def train_sampler(self, *, batch_size: int, seed: int, device: torch.device) -> Any: ...
+
+    def evaluation_split(self, name: str, *, device: torch.device) -> Any: ...
 
 
 def default_data_dir() -> Path:
@@ -104,6 +155,34 @@ def partition(num_samples: int, sizes: Sequence[int], *, seed: int | None) -> li
 def _check_split(dataset: str, split: str, offered: Sequence[str]) -> None:
     if split not in offered:
         raise ValueError(f"dataset {dataset!r} has no split {split!r}; available: {', '.join(offered)}")
+
+
+def missing_data_error(title: str, path: Path, what: str, *, downloadable: bool) -> FileNotFoundError:
+    """The error every reader raises when its data is not on disk: what is missing and how to fix it."""
+    fix = "pass download=True to fetch it, or set" if downloadable else "set"
+    return FileNotFoundError(
+        f"{title} not found: no {path}; {fix} data_dir (or $LSBENCH_DATA) to the directory that contains {what}"
+    )
+
+
+def channel_stats(images: Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of ``uint8`` images ``(N, C, H, W)``, in [0, 1] pixel scale.
+
+    Computed exactly from per-channel histograms of the 256 pixel values (chunked, so it needs no float copy
+    of the dataset); the standard deviation is the population one over all pixels of a channel.
+    """
+    if images.dtype != torch.uint8 or images.dim() != 4:
+        raise ValueError(f"expected uint8 images (N, C, H, W), got {images.dtype} {tuple(images.shape)}")
+    channels = images.shape[1]
+    counts = torch.zeros(channels, 256, dtype=torch.float64)
+    for part in images.split(chunk):
+        for channel in range(channels):
+            counts[channel] += torch.bincount(part[:, channel].reshape(-1), minlength=256)
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    total = counts.sum(dim=1)
+    mean = (counts * values).sum(dim=1) / total
+    variance = (counts * values.square()).sum(dim=1) / total - mean.square()
+    return tuple(mean.tolist()), tuple(variance.clamp_min(0).sqrt().tolist())
 
 
 # --------------------------------------------------------------------------------------------------- CIFAR
@@ -269,6 +348,193 @@ def _load_cifar10small(root: Path, split: str, download: bool) -> RawDataset:
     )
 
 
+# ---------------------------------------------------------------------------------------------------- SVHN
+
+SVHN_FOLDER = "svhn"
+SVHN_TRAIN_SIZE = 73_257
+"""Images in the official SVHN ``train_32x32.mat``."""
+
+# (training, validation) images out of the official 73,257 (None: all the rest); every split shuffles with a
+# generator seeded 42, as the LABPAL harness' random_split.
+_SVHN_SPLITS: dict[str, tuple[int, int | None]] = {"default": (45_000, 20_000), "labpal": (65_000, None)}
+_SVHN_SPLIT_SEED = 42
+_SVHN_PAD = 4
+
+
+def read_svhn(root: str | os.PathLike[str], *, download: bool = False) -> tuple[Tensor, ...]:
+    """Read SVHN's cropped digits from ``root/svhn/{train,test}_32x32.mat`` (the files torchvision's ``SVHN``
+    downloads, MATLAB v5 format).
+
+    The files hold ``X`` as ``uint8 (32, 32, 3, N)`` (height, width, RGB, sample) and ``y`` as ``(N, 1)`` labels
+    1-10, where 10 stands for the digit 0; labels are mapped to the digit, 0-9.
+
+    Returns:
+        ``(train_images, train_labels, test_images, test_labels)``, images ``uint8 (N, 3, 32, 32)``, labels
+        ``int64 (N,)``.
+    """
+    folder = Path(root).expanduser() / SVHN_FOLDER
+    files = {part: folder / f"{part}_32x32.mat" for part in ("train", "test")}
+    if not all(path.is_file() for path in files.values()):
+        if not download:
+            missing = next(path for path in files.values() if not path.is_file())
+            raise missing_data_error("SVHN", missing, f"{SVHN_FOLDER}/train_32x32.mat", downloadable=True)
+        import torchvision.datasets  # only for the one-time download; slow to import
+
+        for part in files:
+            torchvision.datasets.SVHN(root=str(folder), split=part, download=True)
+
+    from scipy.io import loadmat  # imported here: only this reader needs it
+
+    def read(path: Path) -> tuple[Tensor, Tensor]:
+        mat = loadmat(str(path), variable_names=("X", "y"))
+        pixels = np.asarray(mat["X"], dtype=np.uint8)
+        labels = np.asarray(mat["y"], dtype=np.int64).reshape(-1)
+        if pixels.ndim != 4 or pixels.shape[:3] != (32, 32, 3) or pixels.shape[3] != labels.shape[0]:
+            raise ValueError(f"{path}: expected X (32, 32, 3, N) and y (N, 1), got {pixels.shape}/{labels.shape}")
+        if labels.size and (labels.min() < 1 or labels.max() > 10):
+            raise ValueError(f"{path}: labels must lie in 1..10 (10 = digit 0)")
+        images = np.ascontiguousarray(pixels.transpose(3, 2, 0, 1))
+        return torch.from_numpy(images), torch.from_numpy(labels % 10)
+
+    return (*read(files["train"]), *read(files["test"]))
+
+
+def svhn_split(num_train_images: int, split: str) -> tuple[Tensor, Tensor]:
+    """Training and validation indices into SVHN's official training set of ``num_train_images``.
+
+    Counts scale with the set size (``count * num_train_images // 73_257``), so the official set gives
+    ``"default"`` 45,000/20,000 (thesis C.4) and ``"labpal"`` 65,000/8,257 (LABPAL harness); both are
+    consecutive slices of one permutation drawn with seed 42, so the LABPAL training set is the default
+    training plus validation set.
+    """
+    _check_split("svhn", split, tuple(_SVHN_SPLITS))
+    train_count, validation_count = _SVHN_SPLITS[split]
+    num_train = num_train_images * train_count // SVHN_TRAIN_SIZE
+    if validation_count is None:
+        num_validation = num_train_images - num_train
+    else:
+        num_validation = num_train_images * validation_count // SVHN_TRAIN_SIZE
+    train, validation = partition(num_train_images, [num_train, num_validation], seed=_SVHN_SPLIT_SEED)
+    return train, validation
+
+
+def _load_svhn(root: Path, split: str, download: bool) -> RawDataset:
+    _check_split("svhn", split, tuple(_SVHN_SPLITS))
+    train_images, train_labels, test_images, test_labels = read_svhn(root, download=download)
+    train, validation = svhn_split(train_labels.shape[0], split)
+    mean, std = channel_stats(train_images[train])
+    return RawDataset(
+        train_inputs=train_images[train],
+        train_targets=train_labels[train],
+        validation_inputs=train_images[validation],
+        validation_targets=train_labels[validation],
+        test_inputs=test_images,
+        test_targets=test_labels,
+        num_classes=10,
+        mean=mean,
+        std=std,
+        augmentation=Augmentation(pad=_SVHN_PAD),
+    )
+
+
+# --------------------------------------------------------------------------------------------------- MNIST
+
+MNIST_FOLDERS = ("mnist", "MNIST/raw")
+"""Where MNIST's idx files are looked for under the data directory: DeepOBS' layout, then torchvision's."""
+MNIST_TRAIN_SIZE = 60_000
+_MNIST_VALIDATION = 10_000
+_MNIST_SPLIT_SEED = 42
+_IDX_UBYTE = 0x08
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an idx file of unsigned bytes (LeCun's MNIST format), gzipped if the name ends in ``.gz``.
+
+    Layout: two zero bytes, the type code (0x08 = unsigned byte), the number of dimensions ``d``, ``d``
+    big-endian uint32 sizes, then the data in C order.
+    """
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        data = handle.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0:
+        raise ValueError(f"{path}: not an idx file (bad magic number)")
+    if data[2] != _IDX_UBYTE:
+        raise ValueError(f"{path}: idx type code {data[2]:#04x} is not unsigned byte (0x08)")
+    ndim = data[3]
+    header = 4 + 4 * ndim
+    shape = tuple(int(size) for size in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    if len(data) - header != math.prod(shape):
+        raise ValueError(f"{path}: header says {shape} ({math.prod(shape)} bytes), file holds {len(data) - header}")
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
+
+
+def _find_mnist_file(root: Path, name: str) -> Path | None:
+    for folder in MNIST_FOLDERS:
+        for candidate in (root / folder / name, root / folder / f"{name}.gz"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def read_mnist(root: str | os.PathLike[str], *, download: bool = False) -> tuple[Tensor, ...]:
+    """Read MNIST from the idx files ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``,
+    ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte`` (each optionally ``.gz``) in ``root/mnist/``
+    or, as torchvision stores them, ``root/MNIST/raw/``.
+
+    Returns:
+        ``(train_images, train_labels, test_images, test_labels)``, images ``uint8 (N, 1, 28, 28)``, labels
+        ``int64 (N,)``.
+    """
+    root = Path(root).expanduser()
+    names = [f"{part}-{kind}" for part in ("train", "t10k") for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")]
+    paths = [_find_mnist_file(root, name) for name in names]
+    if any(path is None for path in paths):
+        if not download:
+            missing = names[[path is None for path in paths].index(True)]
+            raise missing_data_error("MNIST", root / MNIST_FOLDERS[0] / missing, "mnist/", downloadable=True)
+        import torchvision.datasets  # only for the one-time download; slow to import
+
+        for train in (True, False):
+            torchvision.datasets.MNIST(root=str(root), train=train, download=True)
+        paths = [_find_mnist_file(root, name) for name in names]
+    arrays = [read_idx(path) for path in paths if path is not None]
+    result = []
+    for images, labels, path in ((arrays[0], arrays[1], paths[0]), (arrays[2], arrays[3], paths[2])):
+        if images.ndim != 3 or labels.ndim != 1 or images.shape[0] != labels.shape[0]:
+            raise ValueError(f"{path}: expected (N, H, W) images and N labels, got {images.shape}/{labels.shape}")
+        result += [torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64))]
+    return tuple(result)
+
+
+def mnist_split(num_train_images: int) -> tuple[Tensor, Tensor]:
+    """Training and validation indices into MNIST's training set: 50,000/10,000 for the official 60,000 (the
+    validation share scales with the set size), slices of the permutation of a generator seeded 42."""
+    num_validation = num_train_images * _MNIST_VALIDATION // MNIST_TRAIN_SIZE
+    train, validation = partition(
+        num_train_images, [num_train_images - num_validation, num_validation], seed=_MNIST_SPLIT_SEED
+    )
+    return train, validation
+
+
+def _load_mnist(root: Path, split: str, download: bool) -> RawDataset:
+    _check_split("mnist", split, ("default",))
+    train_images, train_labels, test_images, test_labels = read_mnist(root, download=download)
+    train, validation = mnist_split(train_labels.shape[0])
+    return RawDataset(
+        train_inputs=train_images[train],
+        train_targets=train_labels[train],
+        validation_inputs=train_images[validation],
+        validation_targets=train_labels[validation],
+        test_inputs=test_images,
+        test_targets=test_labels,
+        num_classes=10,
+        mean=(0.0,),
+        std=(1.0,),
+        augmentation=None,
+    )
+
+
 # ------------------------------------------------------------------------------------------ small datasets
 
 
@@ -371,12 +637,28 @@ def _generated(name: str, make: Callable[[], RawDataset]) -> Callable[[Path, str
     return load
 
 
+def _load_tolstoi(root: Path, split: str, download: bool) -> RawDataset:
+    from lsbench.problems.text import load_tolstoi  # imported here: text.py builds on this module
+
+    return load_tolstoi(root, split, download)
+
+
+def _load_imagenet(root: Path, split: str, download: bool) -> StreamedDataset:
+    from lsbench.problems.imagefolder import load_imagenet  # imported here: it builds on this module
+
+    return load_imagenet(root, split, download)
+
+
 # ---------------------------------------------------------------------------------------------- registry
 
-DATASETS: dict[str, Callable[[Path, str, bool], RawDataset]] = {
+DATASETS: dict[str, Callable[[Path, str, bool], RawDataset | StreamedDataset]] = {
     "cifar10": lambda root, split, download: _load_cifar("cifar10", root, split, download),
     "cifar100": lambda root, split, download: _load_cifar("cifar100", root, split, download),
     "cifar10small": _load_cifar10small,
+    "svhn": _load_svhn,
+    "mnist": _load_mnist,
+    "tolstoi": _load_tolstoi,
+    "imagenet": _load_imagenet,
     "digits": _load_digits,
     "synthetic": _generated("synthetic", make_synthetic),
     "cifar10shaped": _generated("cifar10shaped", make_cifar_shaped),
@@ -390,11 +672,13 @@ def load_dataset(
     data_dir: str | os.PathLike[str] | None = None,
     split: str = "default",
     download: bool = False,
-) -> RawDataset:
+) -> RawDataset | StreamedDataset:
     """Load dataset ``name`` (a key of :data:`DATASETS`) on the CPU, split by rule ``split``.
 
-    ``data_dir`` (default :func:`default_data_dir`) and ``download`` only matter for the CIFAR datasets; the
-    others ship with a package or are generated.
+    ``data_dir`` (default :func:`default_data_dir`) matters for the datasets read from disk (CIFAR, SVHN,
+    MNIST, Tolstoi, ImageNet); ``download`` fetches a missing CIFAR, SVHN or MNIST folder with torchvision's
+    downloaders. The others ship with a package or are generated. ImageNet comes back as a
+    :class:`StreamedDataset`, everything else as a :class:`RawDataset`.
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; valid datasets: {', '.join(sorted(DATASETS))}")

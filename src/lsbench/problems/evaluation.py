@@ -1,47 +1,77 @@
-"""Loss and accuracy of a model over a whole evaluation split."""
+"""Loss and accuracy of a model over a whole evaluation split, and the losses of the problems.
+
+Targets may be class labels ``(N,)`` with logits ``(N, C)``, or one label per position ``(N, T)`` with logits
+``(N, T, C)`` (character-level language models, :class:`SequenceCrossEntropy`): accuracy is then the fraction
+of correctly predicted positions, and the loss the mean over positions.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lsbench.problems.sampling import DataSplit
+from lsbench.problems.sampling import EvalSplit
 
-__all__ = ["evaluate"]
+__all__ = ["SequenceCrossEntropy", "evaluate"]
+
+
+class SequenceCrossEntropy(nn.Module):
+    """Mean cross-entropy over every position of every sequence.
+
+    Takes logits ``(N, T, V)`` and targets ``(N, T)`` (class ids), flattens both to ``N * T`` predictions and
+    returns their mean cross-entropy, as DeepOBS' ``tolstoi_char_rnn`` averages over all characters of a batch.
+    Also accepts plain ``(N, V)``/``(N,)`` pairs, so it reduces to ``nn.CrossEntropyLoss()`` there.
+    """
+
+    def forward(self, logits: Tensor, targets: Tensor) -> Tensor:
+        if logits.shape[:-1] != targets.shape:
+            raise ValueError(f"logits {tuple(logits.shape)} do not match targets {tuple(targets.shape)}")
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
     loss_fn: Callable[[Tensor, Tensor], Tensor],
-    data: DataSplit,
-    batch_size: int = 1000,
+    data: EvalSplit,
+    batch_size: int | None = None,
 ) -> tuple[float, float]:
     """Return ``(mean loss, accuracy)`` of ``model`` over all of ``data``, computed in eval mode.
 
+    ``data`` is a :class:`~lsbench.problems.sampling.DataSplit` on the device or a streamed split
+    (:class:`~lsbench.problems.sampling.StreamedSplit`) read from disk batch by batch; ``batch_size``
+    defaults to the split's ``eval_batch_size``.
+
     Eval mode makes BatchNorm use its running statistics, so the result does not depend on ``batch_size``
     (up to float rounding); the model's previous train/eval mode is restored afterwards so a trainer can call
-    this in the middle of training. ``loss_fn`` must return the *mean* loss of a chunk (as
-    ``nn.CrossEntropyLoss()`` does); chunks are weighted by their size. The sums stay on the device until
-    the end so evaluation costs one host synchronisation, not one per chunk.
+    this in the middle of training. ``loss_fn`` must return the *mean* loss over the target elements of a
+    chunk (as ``nn.CrossEntropyLoss()`` and :class:`SequenceCrossEntropy` do); chunks are weighted by their
+    number of target elements, so with ``(N, T)`` targets both numbers are per position. The sums stay on the
+    device until the end so evaluation costs one host synchronisation, not one per chunk.
     """
     if len(data) == 0:
         raise ValueError("cannot evaluate on an empty split")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    chunk = data.eval_batch_size if batch_size is None else batch_size
+    if chunk < 1:
+        raise ValueError(f"batch_size must be positive, got {chunk}")
     was_training = model.training
     model.eval()
     try:
-        loss_sum = torch.zeros((), dtype=torch.float64, device=data.inputs.device)
-        correct = torch.zeros((), dtype=torch.int64, device=data.inputs.device)
-        for start in range(0, len(data), batch_size):
-            inputs = data.inputs[start : start + batch_size]
-            targets = data.targets[start : start + batch_size]
+        loss_sum: Tensor | None = None
+        correct: Tensor | None = None
+        count = 0
+        for inputs, targets in data.batches(chunk):
             logits = model(inputs)
-            loss_sum += loss_fn(logits, targets).double() * targets.shape[0]
-            correct += (logits.argmax(dim=1) == targets).sum()
+            elements = targets.numel()
+            batch_loss = loss_fn(logits, targets).double() * elements
+            batch_correct = (logits.argmax(dim=-1) == targets).sum()
+            loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
+            correct = batch_correct if correct is None else correct + batch_correct
+            count += elements
     finally:
         model.train(was_training)
-    return loss_sum.item() / len(data), correct.item() / len(data)
+    assert loss_sum is not None and correct is not None
+    return loss_sum.item() / count, correct.item() / count

@@ -1,4 +1,5 @@
-"""Networks of the benchmark problems: the CIFAR ResNets of the thesis and two small models for CPU runs.
+"""Networks of the benchmark problems: the CIFAR ResNets of the thesis, two small models for CPU runs, and the
+registry :data:`MODELS` of every network by key (the other architectures live in :mod:`lsbench.problems.nets`).
 
 Every constructor draws its initial parameters from the global torch RNG;
 :func:`~lsbench.problems.build_problem` calls them under a forked, seeded RNG so that a problem's
@@ -12,6 +13,12 @@ from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from lsbench.problems.nets.charrnn import CharRNN
+from lsbench.problems.nets.densenet import cifar_densenet121, densenet40, imagenet_densenet121
+from lsbench.problems.nets.efficientnet import cifar_efficientnet_b0, imagenet_efficientnet_b0
+from lsbench.problems.nets.mobilenet import cifar_mobilenetv2
+from lsbench.problems.nets.resnet import cifar_resnet_tv, imagenet_resnet
 
 __all__ = [
     "MLP",
@@ -151,14 +158,49 @@ class MLP(nn.Module):
 
 ModelBuilder = Callable[[tuple[int, ...], int], nn.Module]
 
+
+def _rgb(shape: tuple[int, ...], name: str) -> None:
+    """torchvision's models (and the variants built from them) take 3-channel images only."""
+    if len(shape) != 3 or shape[0] != 3:
+        raise ValueError(f"model {name!r} needs (3, H, W) images, got input shape {shape}")
+
+
+def _torchvision(name: str, build: Callable[[int], nn.Module]) -> ModelBuilder:
+    def builder(shape: tuple[int, ...], classes: int) -> nn.Module:
+        _rgb(shape, name)
+        return build(classes)
+
+    return builder
+
+
 MODELS: dict[str, ModelBuilder] = {
+    # The small-image networks take any channel count (``input_shape[0]``).
     "resnet20": lambda shape, classes: cifar_resnet(20, classes, in_channels=shape[0]),
     "resnet32": lambda shape, classes: cifar_resnet(32, classes, in_channels=shape[0]),
     "cnn": lambda shape, classes: SmallCNN((shape[0], shape[1], shape[2]), classes),
     "mlp": lambda shape, classes: MLP(math.prod(shape), classes),
+    "densenet40": lambda shape, classes: densenet40(classes, in_channels=shape[0]),
+    "densenet121": lambda shape, classes: cifar_densenet121(classes, in_channels=shape[0]),
+    "mobilenetv2": lambda shape, classes: cifar_mobilenetv2(classes, in_channels=shape[0]),
+    "resnet18": lambda shape, classes: cifar_resnet_tv(18, classes, in_channels=shape[0]),
+    "resnet34": lambda shape, classes: cifar_resnet_tv(34, classes, in_channels=shape[0]),
+    "resnet50": lambda shape, classes: cifar_resnet_tv(50, classes, in_channels=shape[0]),
+    "efficientnet_b0": _torchvision("efficientnet_b0", cifar_efficientnet_b0),
+    # torchvision's ImageNet models (224×224 inputs; 3 channels).
+    "resnet18_imagenet": _torchvision("resnet18_imagenet", lambda classes: imagenet_resnet(18, classes)),
+    "resnet34_imagenet": _torchvision("resnet34_imagenet", lambda classes: imagenet_resnet(34, classes)),
+    "resnet50_imagenet": _torchvision("resnet50_imagenet", lambda classes: imagenet_resnet(50, classes)),
+    "densenet121_imagenet": _torchvision("densenet121_imagenet", imagenet_densenet121),
+    "efficientnet_b0_imagenet": _torchvision("efficientnet_b0_imagenet", imagenet_efficientnet_b0),
+    # Character-level language model: input (N, T) indices, ``num_classes`` is the vocabulary size, output
+    # (N, T, vocabulary) logits -- pair it with a per-character loss (nets.charrnn.sequence_cross_entropy).
+    "charrnn": lambda shape, classes: CharRNN(vocab_size=classes),
 }
 """Model keys used in problem names, mapped to ``builder(input_shape, num_classes)`` with ``input_shape`` the
-shape of one sample (``(C, H, W)`` or ``(F,)``)."""
+shape of one sample (``(C, H, W)``, ``(F,)``, or ``(T,)`` for ``charrnn``).
+
+Keys without a suffix are the small-image (CIFAR, SVHN, MNIST) variants; ``*_imagenet`` are torchvision's ImageNet
+models."""
 
 
 def build_model(name: str, input_shape: tuple[int, ...], num_classes: int) -> nn.Module:

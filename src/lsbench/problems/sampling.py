@@ -1,23 +1,43 @@
-"""Device-resident training batches and evaluation splits.
+"""Training batch samplers and evaluation splits: device-resident ones, and streamed ones for large datasets.
 
-The whole training set lives in one tensor on the training device; a batch is an index gather on that tensor
-followed by batched augmentation and normalization. This replaces a ``DataLoader``: no worker processes, no
-per-step host-to-device copies, and the sampling randomness comes only from the sampler's own generators, so a
-run's batches do not depend on anything else the process does with the global RNG.
+Device-resident (:class:`BatchSampler`, :class:`DataSplit`): the whole training set lives in one tensor on the
+training device; a batch is an index gather on that tensor followed by batched augmentation and normalization.
+This replaces a ``DataLoader``: no worker processes, no per-step host-to-device copies, and the sampling
+randomness comes only from the sampler's own generators, so a run's batches do not depend on anything else the
+process does with the global RNG.
+
+Streamed (:class:`StreamingSampler`, :class:`StreamedSplit`): for datasets that do not fit on the device
+(ImageNet), ``DataLoader`` workers decode and augment samples from disk. The sampler keeps the interface and
+the guarantees of :class:`BatchSampler` -- a shuffled epoch without replacement, ``drop_last``, and a
+``state_dict`` after which a restored sampler yields the same batches -- by deriving every random choice from
+the run seed: each epoch's permutation from ``(seed, epoch)`` and each sample's augmentation from
+``(seed, epoch, index)``, never from worker-process RNG state.
+
+What the trainer relies on is captured by the :class:`TrainSampler` and :class:`EvalSplit` protocols.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader, Dataset
 
 from lsbench.problems.transforms import Augmentation, Normalize
 
-__all__ = ["BatchSampler", "DataSplit", "derive_seed"]
+__all__ = [
+    "BatchSampler",
+    "DataSplit",
+    "EvalSplit",
+    "StreamedSplit",
+    "StreamingSampler",
+    "TrainSampler",
+    "derive_seed",
+]
 
 
 def derive_seed(seed: int, stream: str) -> int:
@@ -31,6 +51,33 @@ def derive_seed(seed: int, stream: str) -> int:
     return int.from_bytes(digest[:8], "little") & (2**63 - 1)
 
 
+class TrainSampler(Protocol):
+    """What the trainer needs from a training sampler (:class:`BatchSampler`, :class:`StreamingSampler`)."""
+
+    batch_size: int
+    num_samples: int
+
+    @property
+    def batches_per_epoch(self) -> int: ...
+
+    def next_batch(self) -> tuple[Tensor, Tensor]: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class EvalSplit(Protocol):
+    """What :func:`~lsbench.problems.evaluate` needs from an evaluation split: its size in samples and its
+    ``(inputs, targets)`` batches, in a fixed order, ready for the model (on its device, normalized)."""
+
+    eval_batch_size: int
+
+    def __len__(self) -> int: ...
+
+    def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]: ...
+
+
 @dataclass
 class DataSplit:
     """An evaluation split, already normalized and on the device, evaluated as is (never augmented)."""
@@ -38,8 +85,16 @@ class DataSplit:
     inputs: Tensor
     targets: Tensor
 
+    eval_batch_size: ClassVar[int] = 1000
+    """Samples per forward pass when :func:`~lsbench.problems.evaluate` is not told otherwise."""
+
     def __len__(self) -> int:
         return self.targets.shape[0]
+
+    def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """Consecutive slices (views, no copies) of at most ``batch_size`` samples."""
+        for start in range(0, len(self), batch_size):
+            yield self.inputs[start : start + batch_size], self.targets[start : start + batch_size]
 
 
 class BatchSampler:
@@ -61,17 +116,19 @@ class BatchSampler:
         *,
         batch_size: int,
         seed: int,
-        normalize: Normalize,
+        normalize: Normalize | None,
         augmentation: Augmentation | None = None,
     ) -> None:
         """Wrap a training set that is already on its device.
 
         Args:
-            inputs: raw training inputs ``(N, ...)`` (``uint8`` images or floats), on the device to train on.
-            targets: ``(N,)`` int64 class labels on the same device.
+            inputs: raw training inputs ``(N, ...)`` (``uint8`` images, floats, or int64 token ids), on the
+                device to train on.
+            targets: int64 targets ``(N,)`` (class labels) or ``(N, T)`` (next tokens) on the same device.
             batch_size: samples per batch; at most ``N``.
             seed: seeds the shuffling and augmentation streams (see :func:`derive_seed`).
-            normalize: applied to every batch after augmentation.
+            normalize: applied to every batch after augmentation; ``None`` passes inputs through unchanged
+                (token ids).
             augmentation: random crop/flip applied to every batch, or ``None``.
         """
         if inputs.shape[0] != targets.shape[0]:
@@ -106,7 +163,8 @@ class BatchSampler:
         return self._inputs.device
 
     def next_batch(self) -> tuple[Tensor, Tensor]:
-        """Return the next ``(inputs, targets)`` batch: float32 normalized inputs and int64 targets."""
+        """Return the next ``(inputs, targets)`` batch: float32 normalized inputs (raw inputs if there is no
+        normalization) and int64 targets."""
         if self._permutation is None or self._position + self.batch_size > self.num_samples:
             self._permutation = torch.randperm(self.num_samples, generator=self._shuffle_rng).to(self.device)
             self._position = 0
@@ -117,7 +175,8 @@ class BatchSampler:
             raw = self._inputs[indices]
         else:
             raw = self.augmentation(self._inputs, indices, self._augment_rng)
-        return self._normalize(raw), self._targets[indices]
+        inputs = raw if self._normalize is None else self._normalize(raw)
+        return inputs, self._targets[indices]
 
     def __iter__(self) -> BatchSampler:
         return self
@@ -150,3 +209,198 @@ class BatchSampler:
         # Generator states must be CPU byte tensors, even if the checkpoint was mapped onto an accelerator.
         self._shuffle_rng.set_state(state["shuffle_rng"].cpu())
         self._augment_rng.set_state(state["augment_rng"].cpu())
+
+
+# ------------------------------------------------------------------------------------------------ streamed
+
+Batch = Sequence[Tensor]
+"""A collated batch as a ``DataLoader`` yields it (on the CPU, possibly pinned)."""
+
+
+class _EpochBatches:
+    """The rest of one epoch as lists of ``(index, sample_seed)`` keys, for ``DataLoader(batch_sampler=...)``.
+
+    Keys are made lazily, a batch at a time, so an ImageNet epoch does not hash 1.2 M seeds up front.
+    """
+
+    def __init__(self, order: list[int], seed: int, epoch: int, batch_size: int) -> None:
+        self.order = order
+        self.seed = seed
+        self.epoch = epoch
+        self.batch_size = batch_size
+
+    def __len__(self) -> int:
+        return len(self.order) // self.batch_size
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            yield [
+                (index, derive_seed(self.seed, f"augment/{self.epoch}/{index}"))
+                for index in self.order[start : start + self.batch_size]
+            ]
+
+
+class StreamingSampler:
+    """Infinite sampler of shuffled training batches that ``DataLoader`` workers read and augment from disk.
+
+    Same contract as :class:`BatchSampler`: epoch ``e`` (counting from 1) visits the samples in the order of a
+    permutation drawn from a generator seeded ``derive_seed(seed, f"shuffle/{e}")``, cut into
+    ``batches_per_epoch`` batches (``drop_last``). ``dataset[(index, sample_seed)]`` must return the augmented
+    sample, drawing every random choice from ``sample_seed = derive_seed(seed, f"augment/{e}/{index}")``;
+    ``finish`` turns a collated CPU batch into the ``(inputs, targets)`` the model trains on (device transfer
+    and normalization).
+
+    The state is only ``(epoch, position)``: workers prefetch ahead, but :meth:`state_dict` records the batches
+    handed out, and a restored sampler starts a new loader at that position. So a restored sampler continues
+    with the same samples, augmented the same way, regardless of ``num_workers``.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        *,
+        batch_size: int,
+        seed: int,
+        finish: Callable[[Batch], tuple[Tensor, Tensor]],
+        device: str | torch.device = "cpu",
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        prefetch_factor: int = 2,
+    ) -> None:
+        """Stream ``dataset`` (a map-style dataset indexed by ``(index, sample_seed)`` keys).
+
+        Args:
+            dataset: ``len(dataset)`` training samples.
+            batch_size: samples per batch; at most ``len(dataset)``.
+            seed: run seed; the permutations and the per-sample augmentation derive from it.
+            finish: maps a collated batch to ``(inputs, targets)`` on the training device.
+            device: the training device (reported by :attr:`device`).
+            num_workers: loader worker processes; 0 loads in the calling process.
+            pin_memory: collate into pinned memory (for asynchronous copies to a GPU).
+            prefetch_factor: batches each worker loads ahead.
+        """
+        num_samples = len(dataset)  # type: ignore[arg-type]
+        if not 1 <= batch_size <= num_samples:
+            raise ValueError(f"batch_size must be in [1, {num_samples}], got {batch_size}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self.batch_size = batch_size
+        self.num_samples = num_samples
+        self.num_workers = num_workers
+        self._dataset = dataset
+        self._seed = seed
+        self._finish = finish
+        self._device = torch.device(device)
+        self._pin_memory = pin_memory
+        self._prefetch_factor = prefetch_factor
+        self._epoch = 0
+        self._position = 0
+        self._iterator: Iterator[Batch] | None = None
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.num_samples // self.batch_size
+
+    @property
+    def epoch(self) -> int:
+        """Number of epochs started so far (0 before the first batch)."""
+        return self._epoch
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def permutation(self, epoch: int) -> Tensor:
+        """The sample order of epoch ``epoch`` (counting from 1): int64 ``(num_samples,)``."""
+        generator = torch.Generator().manual_seed(derive_seed(self._seed, f"shuffle/{epoch}"))
+        return torch.randperm(self.num_samples, generator=generator)
+
+    def next_batch(self) -> tuple[Tensor, Tensor]:
+        """Return the next ``(inputs, targets)`` batch, as ``finish`` makes it."""
+        if self._epoch == 0 or self._position + self.batch_size > self.num_samples:
+            self._close()
+            self._epoch += 1
+            self._position = 0
+        if self._iterator is None:
+            self._iterator = self._open()
+        batch = next(self._iterator)
+        self._position += self.batch_size
+        return self._finish(batch)
+
+    def _open(self) -> Iterator[Batch]:
+        order = self.permutation(self._epoch)[self._position :].tolist()
+        workers = self.num_workers
+        loader = DataLoader(
+            self._dataset,
+            batch_sampler=_EpochBatches(order, self._seed, self._epoch, self.batch_size),
+            num_workers=workers,
+            pin_memory=self._pin_memory,
+            prefetch_factor=self._prefetch_factor if workers else None,
+        )
+        return iter(loader)
+
+    def _close(self) -> None:
+        # Dropping the last reference to a multi-process iterator shuts its workers down.
+        self._iterator = None
+
+    def __iter__(self) -> StreamingSampler:
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        return self.next_batch()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The position in the run's sample sequence: plain integers, so it saves with ``torch.save``."""
+        return {
+            "num_samples": self.num_samples,
+            "batch_size": self.batch_size,
+            "epoch": self._epoch,
+            "position": self._position,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state_dict` of a sampler over the same data, batch size and seed."""
+        for key in ("num_samples", "batch_size"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"state has {key}={state[key]}, this sampler has {getattr(self, key)}")
+        self._close()
+        self._epoch = int(state["epoch"])
+        self._position = int(state["position"])
+
+
+class StreamedSplit:
+    """An evaluation split read from disk batch by batch, in index order, never augmented.
+
+    ``dataset[index]`` returns one preprocessed sample; ``finish`` maps a collated batch to ``(inputs,
+    targets)`` on the device, like :class:`StreamingSampler`'s.
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        *,
+        finish: Callable[[Batch], tuple[Tensor, Tensor]],
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        eval_batch_size: int = 250,
+    ) -> None:
+        self._dataset = dataset
+        self._finish = finish
+        self.num_workers = num_workers
+        self._pin_memory = pin_memory
+        self.eval_batch_size = eval_batch_size
+
+    def __len__(self) -> int:
+        return len(self._dataset)  # type: ignore[arg-type]
+
+    def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """All samples in index order, ``batch_size`` at a time (the last batch may be smaller)."""
+        loader = DataLoader(
+            self._dataset,
+            batch_size=batch_size,
+            shuffle=False,
+            num_workers=self.num_workers,
+            pin_memory=self._pin_memory,
+        )
+        for batch in loader:
+            yield self._finish(batch)

@@ -1,21 +1,37 @@
-"""Batched, device-side input transforms: random crop with zero padding, horizontal flip, normalization.
+"""Input transforms: batched device-side crop/flip/normalization, and the per-image ImageNet geometry.
 
-The transforms work on a whole batch at once by index arithmetic on the device tensor that holds the dataset,
-so a training step never leaves the device and never runs a per-image Python loop. They reproduce the
-torchvision pipeline ``RandomCrop(32, padding=4) -> RandomHorizontalFlip() -> ToTensor() -> Normalize(mean,
-std)``: the padding is zero in *raw* pixel space and normalization happens after the crop, so padded pixels
-become ``-mean / std`` exactly as they do there.
+The batched transforms work on a whole batch at once by index arithmetic on the device tensor that holds the
+dataset, so a training step never leaves the device and never runs a per-image Python loop. They reproduce
+the torchvision pipeline ``RandomCrop(32, padding=4) -> RandomHorizontalFlip() -> ToTensor() ->
+Normalize(mean, std)``: the padding is zero in *raw* pixel space and normalization happens after the crop, so
+padded pixels become ``-mean / std`` exactly as they do there.
+
+Datasets too large for the device (ImageNet) are decoded and cropped per image in loader workers instead; the
+functions at the end draw that per-image randomness (random-resized-crop window, flip, AlexNet lighting) from a
+NumPy generator the caller seeds per sample, so the result does not depend on which worker decoded it.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["Augmentation", "Normalize", "crop_and_flip"]
+__all__ = [
+    "IMAGENET_EIGENVALUES",
+    "IMAGENET_EIGENVECTORS",
+    "Augmentation",
+    "Normalize",
+    "center_crop_box",
+    "crop_and_flip",
+    "lighting_offset",
+    "random_resized_crop_box",
+    "resize_shorter_side",
+]
 
 
 def crop_and_flip(images: Tensor, indices: Tensor, top: Tensor, left: Tensor, flip: Tensor, pad: int) -> Tensor:
@@ -103,3 +119,84 @@ class Normalize:
             x = x / 255.0
         shape = (1, -1) + (1,) * (raw.dim() - 2)
         return (x - self.mean.view(shape)) / self.std.view(shape)
+
+
+# ------------------------------------------------------------------------------------ per-image (ImageNet)
+
+IMAGENET_EIGENVALUES = (0.2175, 0.0188, 0.0045)
+"""Eigenvalues of the covariance of ImageNet RGB pixels in [0, 1], largest first (the PCA behind AlexNet's
+lighting augmentation, Krizhevsky et al. 2012, Sec. 4.1, in the values the fb.resnet.torch recipes use)."""
+IMAGENET_EIGENVECTORS = (
+    (-0.5675, 0.7192, 0.4009),
+    (-0.5808, -0.0045, -0.8140),
+    (-0.5836, -0.6948, 0.4203),
+)
+"""Matching eigenvectors as columns: row ``c`` holds the R/G/B component ``c`` of each eigenvector."""
+
+
+def random_resized_crop_box(
+    width: int,
+    height: int,
+    rng: np.random.Generator,
+    scale: tuple[float, float] = (0.08, 1.0),
+    ratio: tuple[float, float] = (3 / 4, 4 / 3),
+    attempts: int = 10,
+) -> tuple[int, int, int, int]:
+    """The window ``(left, top, crop_width, crop_height)`` of an Inception-style random resized crop.
+
+    Draws an area fraction uniformly from ``scale`` and an aspect ratio log-uniformly from ``ratio`` until the
+    window fits into the image (at most ``attempts`` tries), then a uniform position; if no draw fits, the
+    largest centred window whose aspect ratio lies within ``ratio`` is used. This is the sampling rule of
+    torchvision's ``RandomResizedCrop`` (its default ranges), drawn from ``rng`` instead of the global RNG.
+    """
+    area = width * height
+    log_low, log_high = math.log(ratio[0]), math.log(ratio[1])
+    for _ in range(attempts):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(log_low, log_high))
+        crop_width = round(math.sqrt(target_area * aspect))
+        crop_height = round(math.sqrt(target_area / aspect))
+        if 0 < crop_width <= width and 0 < crop_height <= height:
+            top = int(rng.integers(0, height - crop_height + 1))
+            left = int(rng.integers(0, width - crop_width + 1))
+            return left, top, crop_width, crop_height
+    aspect = width / height
+    if aspect < ratio[0]:
+        crop_width, crop_height = width, round(width / ratio[0])
+    elif aspect > ratio[1]:
+        crop_width, crop_height = round(height * ratio[1]), height
+    else:
+        crop_width, crop_height = width, height
+    return (width - crop_width) // 2, (height - crop_height) // 2, crop_width, crop_height
+
+
+def resize_shorter_side(width: int, height: int, size: int) -> tuple[int, int]:
+    """Image size after resizing the shorter side to ``size`` with the aspect ratio kept (long side truncated,
+    as torchvision's ``Resize(size)`` does)."""
+    if width <= height:
+        return size, int(size * height / width)
+    return int(size * width / height), size
+
+
+def center_crop_box(width: int, height: int, size: int) -> tuple[int, int, int, int]:
+    """The ``(left, top, right, bottom)`` box of a centred ``size``×``size`` crop (offsets rounded like
+    torchvision's ``CenterCrop``)."""
+    if size > width or size > height:
+        raise ValueError(f"cannot center-crop {size}x{size} out of a {width}x{height} image")
+    left = round((width - size) / 2.0)
+    top = round((height - size) / 2.0)
+    return left, top, left + size, top + size
+
+
+def lighting_offset(rng: np.random.Generator, alphastd: float) -> np.ndarray:
+    """AlexNet's PCA lighting noise: the RGB offset ``V (alpha * lambda)`` with ``alpha ~ N(0, alphastd^2)``.
+
+    It is added to every pixel of an image in [0, 1] scale before normalization (Krizhevsky et al. 2012,
+    Sec. 4.1; thesis App. A.2.3 applies it on ImageNet). Returns a float32 array of shape ``(3,)``; all zeros
+    when ``alphastd`` is 0, without drawing from ``rng``.
+    """
+    if alphastd == 0:
+        return np.zeros(3, dtype=np.float32)
+    alpha = rng.normal(0.0, alphastd, size=3)
+    offset = np.asarray(IMAGENET_EIGENVECTORS) @ (alpha * np.asarray(IMAGENET_EIGENVALUES))
+    return offset.astype(np.float32)
