@@ -5,10 +5,15 @@ All optimizers share one closure contract: ``loss = opt.step(closure)`` once per
 calls ``backward`` itself. See :class:`lsbench.optim._linesearch.LineSearchOptimizer`.
 """
 
+from lsbench.optim.alig import ALIG
 from lsbench.optim.baselines import SGD, Adam, RMSprop
 from lsbench.optim.closure import BatchClosure, ClosureFactory
+from lsbench.optim.cocob import COCOB
+from lsbench.optim.gols_i import GOLSI
 from lsbench.optim.labpal import LABPAL
+from lsbench.optim.noise import noise_adapted
 from lsbench.optim.pal import PAL
+from lsbench.optim.pls import PLS
 from lsbench.optim.registry import (
     OPTIMIZERS,
     HParam,
@@ -20,13 +25,19 @@ from lsbench.optim.registry import (
     step_report,
     training_steps,
 )
+from lsbench.optim.sgd_hd import SGDHD
 from lsbench.optim.sls import SLS
 
 __all__ = [
+    "ALIG",
+    "COCOB",
+    "GOLSI",
     "LABPAL",
     "OPTIMIZERS",
     "PAL",
+    "PLS",
     "SGD",
+    "SGDHD",
     "SLS",
     "Adam",
     "BatchClosure",
@@ -38,6 +49,7 @@ __all__ = [
     "TrainingContext",
     "build_optimizer",
     "get_optimizer",
+    "noise_adapted",
     "step_report",
     "training_steps",
 ]

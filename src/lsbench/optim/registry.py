@@ -18,9 +18,15 @@ from typing import Any
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lsbench.optim.alig import ALIG
 from lsbench.optim.baselines import SCHEDULES, SGD, Adam, RMSprop
+from lsbench.optim.cocob import COCOB
+from lsbench.optim.gols_i import GOLSI
 from lsbench.optim.labpal import ESTIMATORS, LABPAL, THESIS_SCHEDULE
+from lsbench.optim.noise import noise_adapted
 from lsbench.optim.pal import PAL
+from lsbench.optim.pls import PLS
+from lsbench.optim.sgd_hd import SGDHD
 from lsbench.optim.sls import RESET_OPTIONS, SLS
 
 _TYPE_NAMES = {float: "float", int: "int", bool: "bool", str: "str", list: "list"}
@@ -28,7 +34,7 @@ _TYPE_NAMES = {float: "float", int: "int", bool: "bool", str: "str", list: "list
 
 @dataclass(frozen=True)
 class HParam:
-    """One hyperparameter: its grid key, type, default, valid range or choices, and meaning."""
+    """One hyperparameter: its grid key, type, default, valid range or choices, meaning and thesis symbol."""
 
     name: str
     type: type
@@ -38,6 +44,8 @@ class HParam:
     high: float | None = None
     choices: tuple[Any, ...] | None = None
     nullable: bool = False
+    symbol: str = ""
+    """The symbol the thesis' tables and algorithms use (e.g. "μ", "s_max"); empty where the thesis has none."""
 
     def validate(self, value: Any) -> Any:
         """Return ``value`` converted to this hyperparameter's type, or raise ValueError saying why not."""
@@ -118,6 +126,15 @@ def _sls_context(ctx: TrainingContext) -> dict[str, Any]:
     return {"batches_per_epoch": ctx.batches_per_epoch}
 
 
+def _noise_context(ctx: TrainingContext) -> dict[str, Any]:
+    """What a noise-adapted line search needs (lsbench.optim.noise): the budget and Eq. 6.8's inputs."""
+    return {"total_steps": ctx.total_steps, "batch_size": ctx.batch_size, "training_set_size": ctx.train_size}
+
+
+def _noise_sls_context(ctx: TrainingContext) -> dict[str, Any]:
+    return {**_noise_context(ctx), **_sls_context(ctx)}
+
+
 _SCHEDULE = HParam(
     "lr_schedule",
     str,
@@ -126,18 +143,37 @@ _SCHEDULE = HParam(
     choices=SCHEDULES,
 )
 
+_NOISE_FACTOR = HParam(
+    "noise_factor",
+    float,
+    1.0,
+    "ε of Eq. 6.8: every update measures the mean of max(int(ε), 1) batches and the budget becomes "
+    "round(ε · steps); null derives ε from batch and training-set size; 1 = off",
+    low=0.0,
+    nullable=True,
+    symbol="ε",
+)
+
 _LABPAL_HPARAMS = (
-    HParam("update_step_adaptation", float, 1.8, "α: multiplies the clipped vertex step", low=0.0),
-    HParam("momentum", float, 0.0, "heavy-ball factor on the direction", low=0.0, high=1.0),
-    HParam("sgd_steps", int, 1000, "n_SGD: updates between measurements", low=1),
-    HParam("approximation_batch_size", int, 1280, "|B_a|: samples per line measurement (at k = 1)", low=1),
+    HParam("update_step_adaptation", float, 1.8, "α: multiplies the clipped vertex step", low=0.0, symbol="α"),
+    HParam("momentum", float, 0.0, "heavy-ball factor on the direction", low=0.0, high=1.0, symbol="β"),
+    HParam("sgd_steps", int, 1000, "n_SGD: updates between measurements", low=1, symbol="n_SGD"),
+    HParam(
+        "approximation_batch_size",
+        int,
+        1280,
+        "|B_a|: samples per line measurement (at k = 1)",
+        low=1,
+        symbol="|B_a|",
+    ),
     HParam(
         "batch_size_schedule",
         list,
         [list(e) for e in THESIS_SCHEDULE],
         "k(t) as [fraction of budget, multiplier] pairs",
+        symbol="k(t)",
     ),
-    HParam("max_step_size", float, 1.0, "cap on the vertex step before α", low=0.0),
+    HParam("max_step_size", float, 1.0, "cap on the vertex step before α", low=0.0, symbol="s_max"),
     HParam(
         "noise_factor",
         float,
@@ -145,6 +181,7 @@ _LABPAL_HPARAMS = (
         "ε of Eq. 6.8; null derives it from batch and training-set size",
         low=0.0,
         nullable=True,
+        symbol="ε",
     ),
     HParam("measuring_step_size", float, 0.01, "far probe distance", low=0.0),
     HParam("near_measuring_step_size", float, 1.77e-4, "near probe distance", low=0.0),
@@ -162,8 +199,8 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "SGD with momentum (torch)",
             SGD,
             (
-                HParam("lr", float, 0.1, "learning rate λ", low=0.0),
-                HParam("momentum", float, 0.0, "momentum", low=0.0, high=1.0),
+                HParam("lr", float, 0.1, "learning rate λ", low=0.0, symbol="λ"),
+                HParam("momentum", float, 0.0, "momentum", low=0.0, high=1.0, symbol="α"),
                 HParam("nesterov", bool, False, "Nesterov momentum"),
                 _SCHEDULE,
             ),
@@ -174,10 +211,10 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "Adam (torch)",
             Adam,
             (
-                HParam("lr", float, 1e-3, "learning rate λ", low=0.0),
-                HParam("beta1", float, 0.9, "first-moment decay β1", low=0.0, high=1.0),
-                HParam("beta2", float, 0.999, "second-moment decay β2", low=0.0, high=1.0),
-                HParam("epsilon", float, 1e-8, "denominator guard ε", low=0.0),
+                HParam("lr", float, 1e-3, "learning rate λ", low=0.0, symbol="λ"),
+                HParam("beta1", float, 0.9, "first-moment decay β1", low=0.0, high=1.0, symbol="β_1"),
+                HParam("beta2", float, 0.999, "second-moment decay β2", low=0.0, high=1.0, symbol="β_2"),
+                HParam("epsilon", float, 1e-8, "denominator guard ε", low=0.0, symbol="ϵ"),
                 _SCHEDULE,
             ),
             context=_total_steps,
@@ -187,9 +224,9 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "RMSprop (torch)",
             RMSprop,
             (
-                HParam("lr", float, 1e-2, "learning rate λ", low=0.0),
-                HParam("alpha", float, 0.9, "discounting factor f", low=0.0, high=1.0),
-                HParam("epsilon", float, 1e-8, "denominator guard ε", low=0.0),
+                HParam("lr", float, 1e-2, "learning rate λ", low=0.0, symbol="λ"),
+                HParam("alpha", float, 0.9, "discounting factor f", low=0.0, high=1.0, symbol="f"),
+                HParam("epsilon", float, 1e-8, "denominator guard ε", low=0.0, symbol="ϵ"),
                 HParam("momentum", float, 0.0, "momentum", low=0.0, high=1.0),
                 _SCHEDULE,
             ),
@@ -198,13 +235,15 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
         OptimizerEntry(
             "pal",
             "Parabolic Approximation Line Search (thesis Ch. 4)",
-            PAL,
+            noise_adapted(PAL),
             (
-                HParam("measuring_step_size", float, 1.0, "μ: distance of the second measurement", low=0.0),
-                HParam("update_step_adaptation", float, 1 / 0.6, "α: multiplies the vertex step", low=0.0),
-                HParam("direction_adaptation", float, 0.4, "β: direction-buffer decay", low=0.0, high=1.0),
-                HParam("max_step_size", float, 3.16, "s_max: cap on the step", low=0.0),
+                HParam("measuring_step_size", float, 1.0, "μ: distance of the second measurement", low=0.0, symbol="μ"),
+                HParam("update_step_adaptation", float, 1 / 0.6, "α: multiplies the vertex step", low=0.0, symbol="α"),
+                HParam("direction_adaptation", float, 0.4, "β: direction-buffer decay", low=0.0, high=1.0, symbol="β"),
+                HParam("max_step_size", float, 3.16, "s_max: cap on the step", low=0.0, symbol="s_max"),
+                _NOISE_FACTOR,
             ),
+            context=_noise_context,
         ),
         OptimizerEntry(
             "labpal_sgd",
@@ -225,12 +264,12 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
         OptimizerEntry(
             "sls",
             "Stochastic Armijo line search (Vaswani et al. 2019)",
-            SLS,
+            noise_adapted(SLS),
             (
-                HParam("initial_step_size", float, 1.0, "η0", low=0.0),
-                HParam("armijo_constant", float, 0.1, "c of the Armijo condition", low=0.0, high=1.0),
-                HParam("step_size_decay", float, 0.9, "β: backtracking factor", low=0.0, high=1.0),
-                HParam("step_size_reset", float, 2.0, "γ: growth per epoch of the reset", low=1.0),
+                HParam("initial_step_size", float, 1.0, "η0", low=0.0, symbol="μ"),
+                HParam("armijo_constant", float, 0.1, "c of the Armijo condition", low=0.0, high=1.0, symbol="c"),
+                HParam("step_size_decay", float, 0.9, "β: backtracking factor", low=0.0, high=1.0, symbol="β"),
+                HParam("step_size_reset", float, 2.0, "γ: growth per epoch of the reset", low=1.0, symbol="γ"),
                 HParam(
                     "max_step_size",
                     float,
@@ -238,10 +277,114 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
                     "cap on the reset step (thesis grids: 10)",
                     low=0.0,
                     nullable=True,
+                    symbol="μ_max",
                 ),
                 HParam("reset_option", str, "grow", "grow, keep or initial", choices=RESET_OPTIONS),
+                _NOISE_FACTOR,
             ),
-            context=_sls_context,
+            context=_noise_sls_context,
+        ),
+        OptimizerEntry(
+            "gols_i",
+            "Gradient-Only Line Search that is Inexact (Kafka & Wilke 2019), one batch per evaluation",
+            noise_adapted(GOLSI),
+            (
+                HParam(
+                    "initial_step_size",
+                    float,
+                    1e-8,
+                    "λ_init of the first search; later searches start at the last accepted step",
+                    low=0.0,
+                    symbol="μ",
+                ),
+                HParam(
+                    "momentum", float, 0.0, "heavy-ball factor of the search direction", low=0.0, high=1.0, symbol="β"
+                ),
+                HParam(
+                    "step_size_scaling",
+                    float,
+                    2.0,
+                    "η > 1: grow/shrink factor of the trial step",
+                    low=1.0,
+                    symbol="η",
+                ),
+                HParam(
+                    "wolfe_c2",
+                    float,
+                    0.9,
+                    "modified Wolfe condition: accept the first trial if 0 ≤ D ≤ c2·|D_0|",
+                    low=0.0,
+                    symbol="c2",
+                ),
+                _NOISE_FACTOR,
+            ),
+            context=_noise_context,
+        ),
+        OptimizerEntry(
+            "pls",
+            "Probabilistic Line Search (Mahsereci & Hennig 2015; the TF-reference variant), one batch per evaluation",
+            noise_adapted(PLS, pooled=True),  # PLS reads the BatchClosure's model and batch: pooled mode
+            (
+                HParam(
+                    "initial_step_size", float, 0.01, "α0: the first line's first trial step", low=0.0, symbol="α_0"
+                ),
+                HParam(
+                    "armijo_constant", float, 0.05, "c1 of the first Wolfe condition", low=0.0, high=1.0, symbol="c_1"
+                ),
+                HParam(
+                    "acceptance_threshold",
+                    float,
+                    0.3,
+                    "cW: accept a point whose Wolfe probability reaches it",
+                    low=0.0,
+                    high=1.0,
+                    symbol="c_W",
+                ),
+                HParam("momentum", float, 0.0, "direction d ← βd − g", low=0.0, high=1.0, symbol="β"),
+                _NOISE_FACTOR,
+            ),
+            context=_noise_context,
+        ),
+        OptimizerEntry(
+            "alig",
+            "ALI-G: clipped Polyak step with momentum (Berrada et al. 2020)",
+            ALIG,
+            (
+                HParam(
+                    "max_lr",
+                    float,
+                    0.1,
+                    "maximal learning rate (cap on the Polyak step); null: no cap",
+                    low=0.0,
+                    nullable=True,
+                    symbol="λ",
+                ),
+                HParam("momentum", float, 0.9, "momentum", low=0.0, high=1.0, symbol="β"),
+                HParam("epsilon", float, 1e-5, "denominator guard of the Polyak step", low=0.0, symbol="ϵ"),
+            ),
+        ),
+        OptimizerEntry(
+            "sgd_hd",
+            "SGD with hypergradient descent on the learning rate (Baydin et al. 2018)",
+            SGDHD,
+            (
+                HParam("lr", float, 0.01, "initial learning rate", low=0.0, symbol="λ"),
+                HParam(
+                    "hypergradient_lr",
+                    float,
+                    1e-3,
+                    "hyper gradient learning rate: λ_t = λ_{t-1} + β g_t·u_{t-1}",
+                    low=0.0,
+                    symbol="β",
+                ),
+                HParam("momentum", float, 0.0, "momentum (not in the thesis grids)", low=0.0, high=1.0),
+            ),
+        ),
+        OptimizerEntry(
+            "cocob",
+            "COCOB-Backprop: coin betting, no learning rate (Orabona & Tommasi 2017)",
+            COCOB,
+            (HParam("alpha", float, 100.0, "restriction factor", low=0.0, symbol="α"),),
         ),
     )
 }

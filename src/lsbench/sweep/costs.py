@@ -34,6 +34,9 @@ forward-pass equivalents with a backward pass ≈ 2 forward passes, so a plain s
   i.e. n_a·k + 2k/3 step-equivalents, which is < 0.1 % above 1.0 at n_SGD = 1000. LABPAL's noise factor scales
   the number of steps it trains (thesis Eq. 6.8): a numeric ``noise_factor`` hyperparameter is applied; null (derived
   from the training-set size, unknown at plan time) counts as 1.
+* GOLS-I: one forward + backward per sampled batch (each evaluation of its line search is one step): 1.0.
+* ALI-G, SGD-HD, COCOB: a plain step with cheap extra arithmetic: 1.0.
+* PLS: one forward + backward per step plus a per-sample gradient pass (vmap) of about the same cost: 2.0.
 * Unknown optimizers count 1.0.
 
 **Evaluation:** every ``eval_every`` steps and at the end, the validation and test splits are evaluated
@@ -52,6 +55,7 @@ from typing import Any
 from lsbench.problems import PROBLEMS
 
 __all__ = [
+    "DATASET_EVAL_SAMPLES",
     "DEFAULT_STEP_SECONDS",
     "EVAL_SAMPLES",
     "FORWARD_FRACTION",
@@ -83,8 +87,25 @@ STEP_SECONDS: dict[str, float] = {
 }
 """Seconds per plain training step on :data:`REFERENCE_GPU` at the problem's registry batch size."""
 
-MODEL_STEP_SECONDS: dict[str, float] = {"resnet20": 0.035, "resnet32": 0.05, "mlp": 0.002, "cnn": 0.002}
-"""Fallback by model name (at batch 128 for the ResNets, the problem's batch size otherwise)."""
+MODEL_STEP_SECONDS: dict[str, float] = {
+    "resnet20": 0.035,
+    "resnet32": 0.05,
+    "mlp": 0.002,
+    "cnn": 0.002,
+    # rough assumptions scaled from the ResNets by multiply-adds per image, not measurements
+    "densenet40": 0.12,
+    "densenet121": 0.25,
+    "mobilenetv2": 0.09,
+    "efficientnet_b0": 0.12,
+    "resnet18": 0.08,
+    "resnet34": 0.14,
+    "resnet50": 0.25,
+    "resnet50_imagenet": 0.8,  # 224 x 224 images
+    "densenet121_imagenet": 0.9,
+    "charrnn": 0.02,  # 50 sequences of 50 characters
+}
+"""Seconds per plain training step by model, at the problem's registry batch size (used when a problem has no
+entry of its own in :data:`STEP_SECONDS`)."""
 
 DEFAULT_STEP_SECONDS = 0.05
 
@@ -101,6 +122,17 @@ EVAL_SAMPLES: dict[str, int] = {
 }
 """Validation + test images evaluated at every evaluation point (default split; the LABPAL split has 20,000)."""
 
+DATASET_EVAL_SAMPLES: dict[str, int] = {
+    "cifar10": 15_000,
+    "cifar100": 15_000,
+    "cifar10small": 15_000,
+    "svhn": 46_032,  # 20,000 validation + 26,032 test
+    "mnist": 20_000,
+    "imagenet": 60_000,  # 10 per class held out + the 50,000 official validation images
+    "tolstoi": 1_300,  # sequences of 50 characters in the validation and test parts
+}
+"""Fallback by dataset for problems without an entry of their own in :data:`EVAL_SAMPLES`."""
+
 OPTIMIZER_FACTORS: dict[str, float] = {
     "sgd": 1.0,
     "adam": 1.0,
@@ -109,6 +141,11 @@ OPTIMIZER_FACTORS: dict[str, float] = {
     "sls": 1.5,
     "labpal_sgd": 1.0,
     "labpal_nsgd": 1.0,
+    "gols_i": 1.0,
+    "alig": 1.0,
+    "sgd_hd": 1.0,
+    "cocob": 1.0,
+    "pls": 2.0,
 }
 """Cost of one step relative to a plain SGD step (see the module docstring)."""
 
@@ -157,7 +194,8 @@ def run_seconds(
 def _run_seconds(problem: str, optimizer: str, trained: int, eval_every: int, batch_size: int, split: str) -> float:
     step = step_seconds(problem, batch_size)
     evaluations = math.ceil(trained / eval_every) if eval_every > 0 else 1
-    samples = EVAL_SAMPLES.get(problem, 10_000)
+    spec = PROBLEMS.get(problem)
+    samples = EVAL_SAMPLES.get(problem) or DATASET_EVAL_SAMPLES.get(spec.dataset if spec else "", 10_000)
     if split == "labpal" and problem.startswith("cifar"):
         samples = 20_000
     eval_seconds = samples / batch_size * FORWARD_FRACTION * step
