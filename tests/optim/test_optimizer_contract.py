@@ -130,3 +130,15 @@ def test_piecewise_schedule_divides_by_ten_at_half_and_three_quarters():
         seen.append(opt.effective_lr)
     assert seen[99] == 1.0 and seen[100] == pytest.approx(0.1)
     assert seen[149] == pytest.approx(0.1) and seen[150] == pytest.approx(0.01)
+
+
+def test_a_probe_between_a_forward_and_its_backward_leaves_the_graph_usable():
+    model, factory, _ = setup("sgd")
+    (x, y), (x2, y2) = batches(2)
+    first, probe = factory(x, y, seed=0), factory(x2, y2, seed=1)
+    probe()  # its first call: an ordinary training forward
+    loss = first()
+    with torch.no_grad():
+        probe()  # a probe restores the normalization statistics ...
+    loss.backward()  # ... without breaking the pending graph
+    assert model.body[0].weight.grad is not None

@@ -61,7 +61,9 @@ class ClosureFactory:
 
     def restore_norm_statistics(self) -> None:
         if self._norm_buffers:
-            torch._foreach_copy_(self._norm_buffers, self._saved_buffers)
+            # Through ``.data``: a graph built before the probe (e.g. a mean over several batches whose backward
+            # comes later) saved these buffers, and a visible in-place copy would fail its version check.
+            torch._foreach_copy_([buffer.data for buffer in self._norm_buffers], self._saved_buffers)
 
 
 class BatchClosure:
