@@ -18,11 +18,17 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def write_synced(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
-    """Write the temporary sibling of ``path`` with ``write(file)`` and force it to disk; return its path."""
+def write_synced(path: Path, write: Callable[[IO[bytes]], Any], mode: int = 0o666) -> Path:
+    """Write the temporary sibling of ``path`` with ``write(file)`` and force it to disk; return its path.
+
+    ``mode`` (before the umask) is applied when the file is created, so a file meant for its owner only (one that
+    holds credentials) is never readable by others, not even for an instant.
+    """
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(temporary)  # left by a killed writer of the same pid: it could have other permissions
     try:
-        with open(temporary, "wb") as file:
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
@@ -41,12 +47,12 @@ def fsync_directory(directory: Path) -> None:
         os.close(descriptor)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> None:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any], mode: int = 0o666) -> None:
     """Create or replace ``path`` with what ``write(file)`` writes; readers never see a partial file."""
-    os.replace(write_synced(path, write), path)
+    os.replace(write_synced(path, write, mode), path)
     fsync_directory(path.parent)
 
 
-def atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str, mode: int = 0o666) -> None:
     """:func:`atomic_write` for text (UTF-8, newlines as given)."""
-    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
+    atomic_write(path, lambda file: file.write(text.encode("utf-8")), mode)

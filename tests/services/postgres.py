@@ -20,16 +20,22 @@ SCRIPT = Path(__file__).with_name("postgres.sh")
 URL_ENV = "LSBENCH_TEST_POSTGRES_URL"
 
 
+def control(command: str, instance: dict[str, str] | None = None) -> str:
+    """Run ``postgres.sh COMMAND`` (for a private instance: ``{"LSBENCH_PG_DIR": ..., "LSBENCH_PG_PORT": ...}``)."""
+    env = {**os.environ, **(instance or {})}
+    done = subprocess.run([str(SCRIPT), command], check=True, capture_output=True, text=True, env=env)
+    return done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
+
+
 def server_url() -> tuple[str, bool]:
     """The base URL of a running server, and whether this call started it."""
     if os.environ.get(URL_ENV):
         return os.environ[URL_ENV], False
-    started = subprocess.run([str(SCRIPT), "start"], check=True, capture_output=True, text=True)
-    return started.stdout.strip().splitlines()[-1], True
+    return control("start"), True
 
 
 def stop_server() -> None:
-    subprocess.run([str(SCRIPT), "stop"], check=True, capture_output=True)
+    control("stop")
 
 
 def _admin(url: str) -> psycopg.Connection:

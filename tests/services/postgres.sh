@@ -4,6 +4,9 @@
 #   tests/services/postgres.sh start   install (Debian packages) if needed, start, print the store URL
 #   tests/services/postgres.sh stop    stop the server and delete its data
 #   tests/services/postgres.sh url     print the store URL
+#   tests/services/postgres.sh pause   stop the server but keep its data (`start` brings it back)
+#
+# LSBENCH_PG_DIR and LSBENCH_PG_PORT select another instance, e.g. a private one for a test that stops its server.
 #
 # The server listens on 127.0.0.1 only and runs as the `postgres` user (PostgreSQL refuses to run as root). TCP
 # logins need a password (scram-sha-256), so the tests see a real secret in the URL -- and can check that it never
@@ -85,9 +88,16 @@ stop() {
   rm -rf "$dir"
 }
 
+pause() {
+  local bin
+  bin=$(pg_bin)
+  as_postgres "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+}
+
 case ${1:-} in
   start) start ;;
   stop) stop ;;
   url) url ;;
-  *) echo "usage: $0 start|stop|url" >&2; exit 2 ;;
+  pause) pause ;;
+  *) echo "usage: $0 start|stop|url|pause" >&2; exit 2 ;;
 esac

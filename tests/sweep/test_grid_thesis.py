@@ -19,30 +19,40 @@ def points_per_optimizer(name: str) -> dict[str, int]:
 
 def test_pal_cifar10_has_the_appendix_a23_sizes() -> None:
     # SGD 4 lr x 3 momenta; Adam 5 lr x 2 beta1; RMSProp 4 lr x 2 f; PAL 4 mu x 2 beta x 2 alpha x 1 s_max;
-    # SLS 2 x 2 x 2 x 2 x 1.
-    expected = {"sgd": 4 * 3, "adam": 5 * 2, "rmsprop": 4 * 2, "pal": 4 * 2 * 2 * 1, "sls": 2 * 2 * 2 * 2 * 1}
+    # SLS 2 x 2 x 2 x 2 x 1; ALI-G 4 x 3; SGD-HD 3 x 4; COCOB 8.
+    expected = {
+        "sgd": 4 * 3,
+        "adam": 5 * 2,
+        "rmsprop": 4 * 2,
+        "pal": 4 * 2 * 2 * 1,
+        "sls": 2 * 2 * 2 * 2 * 1,
+        "alig": 4 * 3,
+        "sgd_hd": 3 * 4,
+        "cocob": 8,
+    }
     assert points_per_optimizer("pal_cifar10") == expected
     runs = expand(load_grid(GRIDS / "pal_cifar10.yaml"))
-    assert Counter(r.optimizer for r in runs) == {opt: 3 * n for opt, n in expected.items()}
-    assert len(runs) == 186
+    assert Counter(r.optimizer for r in runs) == {opt: 4 * 3 * n for opt, n in expected.items()}  # 4 networks
+    assert len(runs) == 1128
 
 
 def test_labpal_cifar10_has_the_appendix_c41_sizes() -> None:
     # SGD 4 x 3; PAL 3 mu x 3 beta x 2 alpha x 1; LABPAL 3 alpha x 3 momenta x 2 n_SGD x 2 |B_a| per variant;
-    # SLS 4 x 2 x 1 x 2 x 1.
-    expected = {"sgd": 12, "pal": 18, "labpal_sgd": 36, "labpal_nsgd": 36, "sls": 16}
+    # SLS 4 x 2 x 1 x 2 x 1; GOLS-I 4 x 3 x 2 x 2; PLS 2 x 2 x 4 x 3.
+    expected = {"sgd": 12, "pal": 18, "labpal_sgd": 36, "labpal_nsgd": 36, "sls": 16, "gols_i": 48, "pls": 48}
     assert points_per_optimizer("labpal_cifar10") == expected
     runs = expand(load_grid(GRIDS / "labpal_cifar10.yaml"))
     assert Counter(r.optimizer for r in runs) == {opt: 3 * n for opt, n in expected.items()}
-    assert len(runs) == 354
+    assert len(runs) == 642
 
 
 def test_pal_cifar10_values() -> None:
     grid = load_grid(GRIDS / "pal_cifar10.yaml")
-    assert grid.problems == ["cifar10_resnet32"]
+    assert grid.problems == ["cifar10_resnet32", "cifar10_densenet40", "cifar10_mobilenetv2", "cifar10_efficientnet_b0"]
     assert grid.seeds == [1, 2, 3]
     runs = expand(grid)
-    assert {(r.steps, r.batch_size, r.weight_decay, r.split) for r in runs} == {(150_000, 128, 1e-4, "default")}
+    assert {(r.steps, r.weight_decay, r.split) for r in runs} == {(150_000, 1e-4, "default")}
+    assert {r.batch_size for r in runs if r.problem != "cifar10_densenet40"} == {128}
 
     def values(opt: str, key: str) -> set[object]:
         return {p[key] for p in grid.optimizers[opt].points}
@@ -108,4 +118,6 @@ def test_demo_digits_is_small() -> None:
 def test_every_grid_file_loads_and_is_named_after_its_file(path: Path) -> None:
     grid = load_grid(path)
     assert grid.name == path.stem
+    if any(og.best_of is not None for og in grid.optimizers.values()):
+        return  # expanded once resolved: tests/sweep/test_thesis_grids.py
     assert len(expand(grid)) > 0

@@ -182,22 +182,18 @@ def test_every_command_has_help(tmp_path, sweep_cli):
     assert worker.returncode == 0 and "--sweep-dir" in worker.stdout
 
 
-THESIS_POINTS = {
-    "pal_cifar10": {"sgd": 12, "adam": 10, "rmsprop": 8, "pal": 16, "sls": 16},  # Appendix A.2.3
-    "labpal_cifar10": {"sgd": 12, "pal": 18, "labpal_sgd": 36, "labpal_nsgd": 36, "sls": 16},  # Appendix C.4.1
-}
-
-
-@pytest.mark.parametrize("name", sorted(THESIS_POINTS))
-def test_dry_run_of_the_thesis_grids_prints_the_thesis_counts(tmp_path, sweep_cli, monkeypatch, name):
-    monkeypatch.chdir(Path(__file__).resolve().parents[2])  # grids/... is looked up under sweeps/
-    shown = sweep_cli(tmp_path / "runs", "submit", f"grids/{name}.yaml", "--dry-run", "--json")
-    assert shown.returncode == 0, shown.stderr
-    summary = json.loads(shown.stdout)
-    problem = "cifar10_resnet32" if name == "pal_cifar10" else "cifar10_resnet20"
-    counts = {optimizer: row["points"] for optimizer, row in summary["problems"][problem].items()}
-    assert counts == THESIS_POINTS[name]
-    assert summary["total"]["runs"] == 3 * sum(THESIS_POINTS[name].values())
-    assert not (tmp_path / "runs").exists()  # a dry run writes nothing
-    text = sweep_cli(tmp_path / "runs", "submit", f"grids/{name}.yaml", "--dry-run")
-    assert f"{3 * sum(THESIS_POINTS[name].values())}" in text.stdout and "GPU" in text.stdout
+def test_spool_path_records_through_files_that_status_ingests(tmp_path, sweep_cli):
+    root = tmp_path / "runs"
+    grid = write_grid(tmp_path, "spooled")
+    submitted = sweep_cli(root, "submit", str(grid), "--spool", "--wait")
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    sweep = SweepDir(root / "spooled")
+    assert sweep.read_meta()["spool"] is True
+    assert len(list((sweep.path / "spool").glob("*.jsonl"))) == 4  # the workers wrote files, not the store
+    report = json.loads(sweep_cli(root, "status", "spooled", "--json").stdout)
+    assert report["counts"] == {"completed": 4}
+    with Store(sweep.store_url()) as store:
+        for run in store.sweep_runs("spooled"):
+            assert sorted({m.step for m in store.metrics(run.run_id)}) == [30, 60]
+            (attempt,) = store.attempts(run.run_id)
+            assert attempt.status == "completed"

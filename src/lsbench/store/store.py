@@ -9,6 +9,7 @@ retry when the database is briefly unreachable (:mod:`lsbench.store.retry`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
@@ -281,10 +282,13 @@ class Store:
         step: int | None = None,
         diverged_at_step: int | None = None,
         summary: Mapping[str, float] | None = None,
+        end_attempt: Sequence[Any] | None = None,
     ) -> None:
         """Set the run's status; ``step``, ``diverged_at_step`` and ``summary`` are changed only when given.
 
-        A given ``summary`` replaces the stored one (non-finite values round-trip).
+        A given ``summary`` replaces the stored one (non-finite values round-trip). ``end_attempt=(attempt_id,
+        exit_code)`` also ends that attempt with the same status in the same transaction, so a worker killed at any
+        instant never leaves a finished run without its finished attempt (or the other way round).
         """
         _check_status(status)
         values: dict[str, Any] = {"status": status, "updated_at": _now()}
@@ -298,6 +302,10 @@ class Store:
             result = conn.execute(update(schema.runs).where(schema.runs.c.run_id == run_id).values(**values))
             if result.rowcount == 0:
                 raise KeyError(f"unknown run {run_id!r}")
+            if end_attempt is not None:
+                attempt_id, exit_code = end_attempt
+                ended = {"status": status, "exit_code": int(exit_code), "ended_at": _now()}
+                self._update_attempt(run_id, attempt_id, conn=conn, **ended)
 
     # ------------------------------------------------------------------ attempts
 
@@ -342,11 +350,11 @@ class Store:
             self._require_run(conn, run_id)
             conn.execute(stmt)
 
-    def _update_attempt(self, run_id: str, attempt_id: str, **values: Any) -> None:
+    def _update_attempt(self, run_id: str, attempt_id: str, conn: Connection | None = None, **values: Any) -> None:
         a = schema.attempts
         stmt = update(a).where(a.c.run_id == run_id, a.c.attempt_id == attempt_id).values(**values)
-        with self._writer.begin() as conn:
-            if conn.execute(stmt).rowcount == 0:
+        with self._writer.begin() if conn is None else contextlib.nullcontext(conn) as active:
+            if active.execute(stmt).rowcount == 0:
                 raise KeyError(f"unknown attempt {attempt_id!r} of run {run_id!r}")
 
     @retried

@@ -1,11 +1,13 @@
 """``sweep``: plan, submit, watch, aggregate, resubmit and cancel sweeps.
 
-    sweep submit GRID [--backend local|slurm] [--dry-run] [--json] [--wait]
+    sweep submit GRID [--backend local|slurm] [--profile PROFILE] [--dry-run] [--json] [--wait]
     sweep status NAME [--json]
     sweep aggregate NAME [--format text|md|csv|latex]
-    sweep resubmit NAME [--failed] [--missing] [--wait]
+    sweep resubmit NAME [--failed] [--missing] [--profile PROFILE] [--wait]
     sweep cancel NAME
     sweep list
+    sweep image check [DEFINITION]
+    sweep image build [DEFINITION] [--output IMAGE] [--dry-run]
 
 All state lives under a root directory (``--root``, else ``$LSBENCH_ROOT``, else ``./runs``). A grid path is looked
 up in the working directory, then under ``sweeps/``. Exit codes: 0 ok, 1 failure, 2 bad input (one line on stderr,
@@ -19,13 +21,26 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from lsbench.files import atomic_write_text
 from lsbench.report import RunOutcome, aggregate, format_table, write_reports
 from lsbench.store import RunRow, RunSpecLike, Store
-from lsbench.sweep.backends import BACKENDS, Backend, SubmitOptions, get_backend
+from lsbench.store.spool import ingest
+from lsbench.sweep.backends import (
+    BACKENDS,
+    Backend,
+    BackendError,
+    BackendInputError,
+    SubmitOptions,
+    get_backend,
+)
 from lsbench.sweep.layout import SWEEP_NAME_PATTERN, SweepDir, sweep_root
 from lsbench.sweep.protocol import FINISHED_STATES, run_is_locked
-from lsbench.sweep.status import FAILED_STATES, sweep_status
+from lsbench.sweep.status import DEFAULT_STALE_SECONDS, FAILED_STATES, sweep_status
+
+if TYPE_CHECKING:
+    from lsbench.sweep.grid import Resources
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 GRID_SEARCH_DIR = Path("sweeps")
@@ -70,6 +85,14 @@ def queue_runs(store: Store, sweep: SweepDir, rows: Sequence[RunRow]) -> list[Ru
     return queued
 
 
+def open_store(sweep: SweepDir) -> Store:
+    """The sweep's store, with the workers' spool files ingested first when they record through spool files."""
+    store = Store(sweep.store_url())
+    if sweep.read_meta().get("spool"):
+        ingest(store, sweep.path)
+    return store
+
+
 def backend_of(sweep: SweepDir) -> Backend:
     """The backend that started the sweep (recorded in ``sweep.json``)."""
     return get_backend(sweep.read_meta().get("backend", "local"))
@@ -82,7 +105,10 @@ def wait_for(store: Store, sweep: SweepDir, run_ids: set[str], out: Callable[[st
     finished_before: int | None = None
     idle_polls = 0
     last_line = ""
+    spooled = bool(sweep.read_meta().get("spool"))
     while True:
+        if spooled:
+            ingest(store, sweep.path)
         backend.refresh(sweep, store)
         rows = [row for row in store.sweep_runs(sweep.name) if row.run_id in run_ids]
         counts = {state: sum(row.status == state for row in rows) for state in {row.status for row in rows}}
@@ -125,33 +151,42 @@ def _write(text: str) -> None:
 def cmd_submit(args: argparse.Namespace) -> int:
     from lsbench.sweep.grid import load_grid
     from lsbench.sweep.plan import expand, summarize
+    from lsbench.sweep.references import resolve_references
 
     grid_path = resolve_grid(args.grid)
-    grid = load_grid(grid_path)
+    grid = resolve_references(load_grid(grid_path), sweep_root(args.root), dry_run=args.dry_run)
     runs = expand(grid)
     if args.dry_run:
         summary = summarize(runs, grid)
         print(_json(summary.to_json()) if args.json else summary.format_text())
         return EXIT_OK
+    backend_name, profile_workers = _backend_choice(args)
     try:
-        backend = get_backend(args.backend)
+        backend = get_backend(backend_name)
     except ValueError as error:
         raise BadInput(str(error)) from None
     sweep = SweepDir(sweep_root(args.root) / grid.name)
     store_url = grid.store or sweep.default_store_url()
     if sweep.exists() and sweep.store_url() != store_url:
         raise BadInput(f"sweep {grid.name!r} already records to another store; give the grid a new name")
+    options = _submit_options(args, grid.resources, profile_workers)
+    _validate(backend, sweep, store_url, options)
     sweep.path.mkdir(parents=True, exist_ok=True)
-    sweep.write_meta({"name": grid.name, "grid_hash": grid.grid_hash, "store": store_url, "backend": args.backend})
-    sweep.grid_file.write_text(grid.source_text)
+    shown_url = sweep.keep_store_url(store_url)
+    # SQLite must not be written from other machines: there, workers record through spool files (store/spool.py)
+    spool = args.spool or (backend.name != "local" and store_url.startswith("sqlite"))
+    meta = {"name": grid.name, "grid_hash": grid.grid_hash, "store": shown_url, "backend": backend_name, "spool": spool}
+    sweep.write_meta(meta)
     with Store(store_url) as store:
-        store.upsert_sweep(grid.name, grid.grid_hash, grid.source_text, str(sweep.path.resolve()), args.backend)
+        grid_text = store.scrub(grid.source_text)  # a password written into the grid stays out of every copy
+        atomic_write_text(sweep.grid_file, grid_text)
+        store.upsert_sweep(grid.name, grid.grid_hash, grid_text, str(sweep.path.resolve()), backend_name)
         _extend_plan(sweep, runs, store.add_runs(grid.name, runs))
         wanted = {spec.run_id for spec in runs}
         rows = [row for row in store.sweep_runs(grid.name) if row.run_id in wanted]
         queued = queue_runs(store, sweep, rows)
         finished = sum(row.status in FINISHED_STATES for row in rows)
-        action = backend.submit(sweep, store, queued, _submit_options(args))
+        action = backend.submit(sweep, store, queued, options)
         print(f"sweep {grid.name}: {len(runs)} runs, {len(queued)} queued, {finished} already finished; {action}")
         print(f"  watch: sweep status {grid.name}    results: sweep aggregate {grid.name}")
         if args.wait and queued:
@@ -173,15 +208,42 @@ def _extend_plan(sweep: SweepDir, runs: Sequence[RunSpecLike], indices: Sequence
     sweep.write_plan(plan)
 
 
-def _submit_options(args: argparse.Namespace) -> SubmitOptions:
-    return SubmitOptions(workers=args.workers)
+def _backend_choice(args: argparse.Namespace) -> tuple[str, int | None]:
+    """The backend to submit with: ``--backend``, else the profile's, else local; and the profile's pool size."""
+    if not args.profile:
+        return args.backend or "local", None
+    from lsbench.sweep.backends.profile import ProfileError, load_profile
+
+    try:
+        profile = load_profile(args.profile)
+    except ProfileError as error:
+        raise BadInput(str(error)) from None
+    if args.backend and args.backend != profile.backend:
+        raise BadInput(f"--backend {args.backend} contradicts {profile.source} (backend: {profile.backend})")
+    return profile.backend, profile.workers
+
+
+def _submit_options(
+    args: argparse.Namespace, resources: Resources | None = None, workers: int | None = None
+) -> SubmitOptions:
+    return SubmitOptions(workers=args.workers or workers, profile=args.profile, resources=resources)
+
+
+def _validate(backend: Backend, sweep: SweepDir, store_url: str, options: SubmitOptions) -> None:
+    """Let the backend reject a submission before anything is written (backends may offer ``validate``)."""
+    validate = getattr(backend, "validate", None)
+    if validate is not None:
+        try:
+            validate(sweep, store_url, options)
+        except BackendInputError as error:
+            raise BadInput(str(error)) from None
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     sweep = open_sweep(sweep_root(args.root), args.name)
-    with Store(sweep.store_url()) as store:
+    with open_store(sweep) as store:
         backend_of(sweep).refresh(sweep, store)
-        status = sweep_status(store, sweep.name)
+        status = sweep_status(store, sweep.name, stale_after=args.stale_after)
     print(_json(status.to_json()) if args.json else status.format_text())
     return EXIT_OK
 
@@ -205,7 +267,7 @@ def sweep_outcomes(store: Store, sweep: str) -> list[RunOutcome]:
 
 def cmd_aggregate(args: argparse.Namespace) -> int:
     sweep = open_sweep(sweep_root(args.root), args.name)
-    with Store(sweep.store_url()) as store:
+    with open_store(sweep) as store:
         summary = aggregate(sweep_outcomes(store, sweep.name))
     print(format_table(summary, args.format), end="")
     paths = write_reports(summary, sweep.reports)
@@ -220,12 +282,14 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
         states.update(RESUBMIT_FAILED)
     if args.missing or not args.failed:
         states.update(RESUBMIT_MISSING)
-    with Store(sweep.store_url()) as store:
-        backend = backend_of(sweep)
+    backend = backend_of(sweep)
+    options = _submit_options(args)
+    _validate(backend, sweep, sweep.store_url(), options)
+    with open_store(sweep) as store:
         backend.refresh(sweep, store)
         rows = [row for row in store.sweep_runs(sweep.name) if row.status in states]
         queued = queue_runs(store, sweep, rows)
-        action = backend.submit(sweep, store, queued, _submit_options(args))
+        action = backend.submit(sweep, store, queued, options)
         print(f"sweep {sweep.name}: {len(queued)} runs queued again; {action}")
         if args.wait and queued:
             return wait_for(store, sweep, {row.run_id for row in queued}, _write)
@@ -234,7 +298,7 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     sweep = open_sweep(sweep_root(args.root), args.name)
-    with Store(sweep.store_url()) as store:
+    with open_store(sweep) as store:
         stopped = backend_of(sweep).cancel(sweep, store)
         cancelled = 0
         for row in store.sweep_runs(sweep.name):
@@ -254,7 +318,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no sweeps under {root}")
     for path in sweeps:
         sweep = SweepDir(path)
-        with Store(sweep.store_url()) as store:
+        with open_store(sweep) as store:
             status = sweep_status(store, sweep.name)
         running = "active" if backend_of(sweep).active(sweep) else "idle"
         print(f"{sweep.name:<32}{status.finished:>6}/{status.total:<6} finished   {running}")
@@ -281,15 +345,30 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     submit = command("submit", cmd_submit, "plan a grid, record it in the store and start training")
     submit.add_argument("grid", help="grid YAML file (looked up in the working directory, then in sweeps/)")
-    submit.add_argument("--backend", choices=BACKENDS, default="local", help="where to run (default local)")
+    submit.add_argument(
+        "--backend", choices=BACKENDS, default=None, help="where to run (default: the profile's backend, else local)"
+    )
+    submit.add_argument("--profile", default=None, help="cluster profile: a YAML file or a name under cluster/")
     submit.add_argument("--dry-run", action="store_true", help="print run counts and GPU-hours; change nothing")
     submit.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
     submit.add_argument("--wait", action="store_true", help="show progress until the runs finish")
     submit.add_argument("--workers", type=int, default=None, help="local pool size (default: GPUs, else cores)")
+    submit.add_argument(
+        "--spool",
+        action="store_true",
+        help="workers record through spool files that status/aggregate ingest (automatic for SQLite off this machine)",
+    )
 
     status = command("status", cmd_status, "per-state counts, progress and failures of a sweep")
     status.add_argument("name")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument(
+        "--stale-after",
+        type=float,
+        default=DEFAULT_STALE_SECONDS,
+        metavar="SECONDS",
+        help="a running attempt silent this long is marked lost (default %(default)s)",
+    )
 
     agg = command("aggregate", cmd_aggregate, "the thesis' Table A.1 summary of a sweep")
     agg.add_argument("name")
@@ -301,11 +380,16 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     resubmit.add_argument("--missing", action="store_true", help="runs that never finished")
     resubmit.add_argument("--wait", action="store_true", help="show progress until the runs finish")
     resubmit.add_argument("--workers", type=int, default=None, help="local pool size (default: GPUs, else cores)")
+    resubmit.add_argument("--profile", default=None, help="slurm: cluster profile (default: the one last used)")
 
     cancel = command("cancel", cmd_cancel, "stop a sweep's workers and cancel its unfinished runs")
     cancel.add_argument("name")
 
     command("list", cmd_list, "the sweeps under the root directory")
+
+    from lsbench.sweep.image import add_image_commands
+
+    add_image_commands(subparsers)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,9 +405,12 @@ def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         return args.handler(args)
-    except BadInput as error:
+    except (BadInput, BackendInputError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except BackendError as error:
+        print(f"{parser.prog}: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     except ValueError as error:
         from lsbench.sweep.grid import GridError  # imported here: it pulls in torch, which most commands never need
 

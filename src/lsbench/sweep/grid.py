@@ -25,6 +25,20 @@ Schema (every key not listed is an error)::
         zip:                     #   list of groups (a single mapping is one group); the lists of one group
           - {...}                #   have equal lengths and vary together; each group is one more axis
         fixed: {lr_schedule: piecewise}   # one value per hyperparameter, set in every point
+      adam:
+        fixed: {lr: 0.001}       #   with vary: the base value
+        vary:                    #   one-at-a-time axis: the base point (defaults + fixed), then one point per
+          lr: [0.01, 0.0001]     #   listed value, each changing that one hyperparameter only (a sensitivity row)
+          beta1: [0.8, 0.95]
+        budget: {steps: 600000}  #   overrides of the top-level budget / training for this optimizer's runs only
+        training:                #   (same keys, same scalar-or-per-problem rule; part of every run's identity)
+          batch_size: {cifar10_resnet32: 100}
+      pal:
+        best_of:                 #   one point: the best configuration of another sweep (see below)
+          sweep: pal_cifar100    #     the source sweep's name (its directory under the sweep root)
+          problem: cifar100_resnet32   # a problem registry name (need not be one of this grid's problems)
+          optimizer: pal         #     optional; default: this section's optimizer
+        fixed: {noise_factor: null}    # with best_of: overrides of the best point (grid, zip, vary not allowed)
     resources:                   # optional; these are the defaults
       gpus_per_run: 1            #   GPUs reserved per run, 1-64
       time_limit: "24:00:00"     #   "HH:MM:SS" or "D-HH:MM:SS", quoted
@@ -33,8 +47,9 @@ Schema (every key not listed is an error)::
 
 Rules:
 
-* A hyperparameter appears in at most one place: one ``grid`` key, one ``zip`` group, or ``fixed``. Those not
-  named keep the registry default. Writing a default explicitly gives the same run as leaving it out.
+* A hyperparameter appears in at most one place: one ``grid`` key, one ``zip`` group, or ``fixed`` (a ``vary``
+  hyperparameter may also be under ``fixed``, as its base value). Those not named keep the registry default.
+  Writing a default explicitly gives the same run as leaving it out.
 * Values are checked with the registry's ``HParam.validate``: an integer is accepted where a float is expected
   (``lr: 1`` is ``1.0``), booleans and strings are never converted.
 * **List-valued hyperparameters** (registry type ``list``: LABPAL's ``batch_size_schedule`` and
@@ -56,6 +71,18 @@ Rules:
   the ``grid`` axes in file order followed by the ``zip`` groups, the last axis varying fastest -- and seeds
   innermost. Points that resolve to the same values are kept once.
 * A grid may expand to at most :data:`MAX_RUNS` runs.
+* ``vary`` is one more axis after ``grid`` and ``zip``: the base point first, then the values of each listed
+  hyperparameter in file order. A ``vary`` hyperparameter may also appear under ``fixed`` (its base value), not
+  under ``grid`` or ``zip``. A value equal to the base gives the base point again and is kept once.
+* An optimizer section's ``budget`` and ``training`` start from the top-level values of each problem and override
+  the keys they name, so e.g. ``training: {batch_size: {cifar10_densenet40: 100}}`` changes the batch size of that
+  optimizer on that problem only; steps, batch size, weight decay and split are in every run's identity.
+* ``best_of`` names the best hyperparameters of an optimizer in another sweep: the point with the highest mean
+  validation accuracy over its seeds, as :func:`lsbench.report.aggregate` chooses it. Loading checks the form
+  (sweep name pattern, known problem and optimizer, the source optimizer's hyperparameters known to this one, no
+  reference to the grid's own sweep) but cannot resolve it: a loaded grid's ``best_of`` section has no points, and
+  :func:`lsbench.sweep.plan.expand` refuses it until :func:`lsbench.sweep.references.resolve_references` has
+  replaced it by the concrete point (an ordinary ``fixed`` point, so run ids and the grid hash are stable).
 
 Every problem is reported as a :class:`GridError` whose message is one line,
 ``<file>: <key path>: <what is wrong> (valid: a, b, c)``, e.g.
@@ -65,6 +92,7 @@ No input makes loading raise anything else.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import itertools
 import json
@@ -87,6 +115,7 @@ from lsbench.sweep.layout import SWEEP_NAME_PATTERN
 __all__ = [
     "DEFAULT_SEEDS",
     "MAX_RUNS",
+    "BestOf",
     "Budget",
     "Grid",
     "GridError",
@@ -94,14 +123,17 @@ __all__ = [
     "Resources",
     "Training",
     "load_grid",
+    "mark_unresolved",
     "parse_grid",
+    "resolve_best_of",
     "resolve_point",
 ]
 
 TOP_LEVEL_KEYS = ("name", "problems", "budget", "seeds", "training", "optimizers", "resources", "store")
 BUDGET_KEYS = ("steps", "eval_every")
 TRAINING_KEYS = ("batch_size", "weight_decay", "split")
-OPTIMIZER_KEYS = ("grid", "zip", "fixed")
+OPTIMIZER_KEYS = ("grid", "zip", "vary", "fixed", "best_of", "budget", "training")
+BEST_OF_KEYS = ("sweep", "problem", "optimizer")
 RESOURCE_KEYS = ("gpus_per_run", "time_limit", "memory")
 DEFAULT_SEEDS = (1, 2, 3)
 MAX_RUNS = 1_000_000
@@ -183,6 +215,40 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class BestOf:
+    """A reference to the best configuration of an optimizer in another sweep (``best_of`` in a grid).
+
+    Attributes:
+        sweep: the source sweep's name (its directory under the sweep root).
+        problem: the source problem.
+        optimizer: the source optimizer.
+        hparams: the best point as read from the source sweep's store (every hyperparameter of the source optimizer,
+            validated against this section's optimizer); None while unresolved.
+        note: how it was resolved (best mean validation accuracy, runs), or why it is not (dry runs only).
+    """
+
+    sweep: str
+    problem: str
+    optimizer: str
+    hparams: dict[str, Any] | None = None
+    note: str = field(default="", compare=False)
+
+    @property
+    def resolved(self) -> bool:
+        return self.hparams is not None
+
+    def describe(self) -> str:
+        """``sweep S, problem P, optimizer O``: the reference in words."""
+        return f"sweep {self.sweep}, problem {self.problem}, optimizer {self.optimizer}"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"sweep": self.sweep, "problem": self.problem, "optimizer": self.optimizer}
+        if self.hparams is not None:
+            out["hparams"] = self.hparams
+        return out
+
+
+@dataclass(frozen=True)
 class OptimizerGrid:
     """The validated sub-grid of one optimizer.
 
@@ -190,11 +256,17 @@ class OptimizerGrid:
         optimizer: registry name.
         grid: hyperparameter -> candidate values (validated), in file order; one axis each.
         zip: groups of hyperparameter -> equally long value lists; one axis each.
-        fixed: hyperparameter -> value, set in every point.
+        fixed: hyperparameter -> value, set in every point. Once a ``best_of`` reference is resolved, the whole
+            resolved point (the best point with the file's ``fixed`` values over it).
         points: every distinct hyperparameter point, fully resolved (all registry defaults filled in) and in
-            expansion order: the cartesian product of the ``grid`` axes (file order) and then the ``zip`` groups,
-            the last axis varying fastest. Repeated points (same resolved values) are kept once, at the first place.
+            expansion order: the cartesian product of the ``grid`` axes (file order), the ``zip`` groups and the
+            ``vary`` axis, the last axis varying fastest. Repeated points (same resolved values) are kept once, at
+            the first place. Empty for an unresolved ``best_of`` section.
         point_keys: canonical JSON of each point (what run ids hash).
+        vary: hyperparameter -> values varied one at a time around the base point (one axis in all).
+        best_of: the reference of a ``best_of`` section, else None.
+        budget: per problem, this optimizer's budget where the section overrides it (every problem), else None.
+        training: per problem, this optimizer's training settings where the section overrides them, else None.
     """
 
     optimizer: str
@@ -204,9 +276,28 @@ class OptimizerGrid:
     points: tuple[dict[str, Any], ...] = field(repr=False)
     point_keys: tuple[str, ...] = field(default=(), repr=False, compare=False)
     """Canonical JSON (sorted keys, no spaces) of each point, in the order of :attr:`points`."""
+    vary: dict[str, list[Any]] = field(default_factory=dict)
+    best_of: BestOf | None = None
+    budget: dict[str, Budget] | None = None
+    training: dict[str, Training] | None = None
+
+    @property
+    def unresolved(self) -> bool:
+        """A ``best_of`` section whose reference has not been read from the source sweep yet."""
+        return self.best_of is not None and not self.best_of.resolved
 
     def to_dict(self) -> dict[str, Any]:
-        return {"grid": self.grid, "zip": self.zip, "fixed": self.fixed}
+        # Keys added to the schema later appear only when used: the hash of a grid without them is unchanged.
+        out: dict[str, Any] = {"grid": self.grid, "zip": self.zip, "fixed": self.fixed}
+        if self.vary:
+            out["vary"] = self.vary
+        if self.best_of is not None:
+            out["best_of"] = self.best_of.to_dict()
+        if self.budget is not None:
+            out["budget"] = _budget_dict(self.budget)
+        if self.training is not None:
+            out["training"] = _training_dict(self.training)
+        return out
 
 
 @dataclass(frozen=True)
@@ -240,17 +331,37 @@ class Grid:
     grid_hash: str
     source: str = "<string>"
 
+    def settings(self, optimizer: str, problem: str) -> tuple[Budget, Training]:
+        """The budget and training settings of ``optimizer``'s runs on ``problem`` (its section's overrides, else
+        the grid's)."""
+        og = self.optimizers[optimizer]
+        budget = og.budget[problem] if og.budget is not None else self.budget[problem]
+        training = og.training[problem] if og.training is not None else self.training[problem]
+        return budget, training
+
+    def unresolved_references(self) -> tuple[str, ...]:
+        """One line per ``best_of`` section not resolved yet: what it refers to and, after a dry-run resolution,
+        why it could not be resolved and how it is counted."""
+        lines = []
+        for name, og in self.optimizers.items():
+            if og.unresolved:
+                assert og.best_of is not None
+                counted = "counted as 1 point" if og.points else "not expanded"
+                note = f": {og.best_of.note}" if og.best_of.note else ""
+                lines.append(
+                    f"optimizers.{name}.best_of ({og.best_of.describe()}) is unresolved{note}; {counted} until "
+                    "it is resolved at submit time"
+                )
+        return tuple(lines)
+
     def to_dict(self) -> dict[str, Any]:
         """The validated content as plain JSON data (every default resolved), in file order."""
         return {
             "name": self.name,
             "problems": list(self.problems),
-            "budget": {p: {"steps": b.steps, "eval_every": b.eval_every} for p, b in self.budget.items()},
+            "budget": _budget_dict(self.budget),
             "seeds": list(self.seeds),
-            "training": {
-                p: {"batch_size": t.batch_size, "weight_decay": t.weight_decay, "split": t.split}
-                for p, t in self.training.items()
-            },
+            "training": _training_dict(self.training),
             "optimizers": {name: og.to_dict() for name, og in self.optimizers.items()},
             "resources": {
                 "gpus_per_run": self.resources.gpus_per_run,
@@ -259,6 +370,22 @@ class Grid:
             },
             "store": self.store,
         }
+
+
+def _budget_dict(budget: Mapping[str, Budget]) -> dict[str, Any]:
+    return {p: {"steps": b.steps, "eval_every": b.eval_every} for p, b in budget.items()}
+
+
+def _training_dict(training: Mapping[str, Training]) -> dict[str, Any]:
+    return {
+        p: {"batch_size": t.batch_size, "weight_decay": t.weight_decay, "split": t.split} for p, t in training.items()
+    }
+
+
+def _with_hash(grid: Grid) -> Grid:
+    digest = hashlib.sha256(json.dumps(grid.to_dict(), separators=(",", ":")).encode()).hexdigest()
+    object.__setattr__(grid, "grid_hash", digest)
+    return grid
 
 
 # --------------------------------------------------------------------------------------------------- loading
@@ -309,6 +436,58 @@ def resolve_point(entry: OptimizerEntry, values: Mapping[str, Any]) -> dict[str,
     return {hp.name: _canonical(hp, resolved[hp.name]) for hp in entry.hparams}
 
 
+def resolve_best_of(grid: Grid, optimizer: str, hparams: Mapping[str, Any], note: str = "") -> Grid:
+    """``grid`` with the ``best_of`` section of ``optimizer`` turned into one concrete point: ``hparams`` (the
+    source sweep's best point) with the section's ``fixed`` values over it, checked like a ``fixed`` point and
+    built once as an optimizer. The section keeps its reference (with ``hparams``) as provenance; its ``fixed``
+    becomes the whole resolved point. Raises :class:`GridError` when the point does not fit ``optimizer``."""
+    og = grid.optimizers[optimizer]
+    if og.best_of is None:
+        raise ValueError(f"optimizers.{optimizer} has no best_of reference")
+    validator = _Validator(grid.source)
+    entry = OPTIMIZERS[optimizer]
+    key = f"optimizers.{optimizer}.best_of"
+    if not isinstance(hparams, Mapping):
+        raise validator.error(key, f"the best point of {og.best_of.describe()} is not a mapping: {_type(hparams)}")
+    names = tuple(hp.name for hp in entry.hparams)
+    checked: dict[str, Any] = {}
+    for name, value in hparams.items():
+        if not isinstance(name, str) or name not in names:
+            raise validator.error(
+                key,
+                f"the best point of {og.best_of.describe()} has the hyperparameter {_short(name)}, which "
+                f"{optimizer!r} does not have (did the registry change since that sweep ran?)",
+                names,
+            )
+        checked[name] = validator.value(entry.hparam(name), value, f"{key}.hparams.{name}")
+    values = {**checked, **og.fixed}
+    point = resolve_point(entry, values)
+    contexts = sorted({(b.steps, t.batch_size) for b, t in (grid.settings(optimizer, p) for p in grid.problems)})
+    validator.construct(optimizer, entry, point, values, contexts)
+    section = dataclasses.replace(
+        og,
+        fixed=point,
+        points=(point,),
+        point_keys=(_ENCODER.encode(point),),
+        best_of=dataclasses.replace(og.best_of, hparams=checked, note=note),
+    )
+    return _with_hash(dataclasses.replace(grid, optimizers={**grid.optimizers, optimizer: section}))
+
+
+def mark_unresolved(grid: Grid, optimizer: str, reason: str) -> Grid:
+    """``grid`` with the unresolved ``best_of`` section of ``optimizer`` counted as one placeholder point (registry
+    defaults with the section's ``fixed`` values) and ``reason`` recorded: what a dry run shows before the source
+    sweep has a result. Its runs are placeholders, never to be submitted."""
+    og = grid.optimizers[optimizer]
+    if og.best_of is None or og.best_of.resolved:
+        raise ValueError(f"optimizers.{optimizer} has no unresolved best_of reference")
+    point = resolve_point(OPTIMIZERS[optimizer], og.fixed)
+    section = dataclasses.replace(
+        og, points=(point,), point_keys=(_ENCODER.encode(point),), best_of=dataclasses.replace(og.best_of, note=reason)
+    )
+    return _with_hash(dataclasses.replace(grid, optimizers={**grid.optimizers, optimizer: section}))
+
+
 # ------------------------------------------------------------------------------------------------ validation
 
 
@@ -340,7 +519,7 @@ class _Validator:
         training = self.training(data.get("training"), problems)
         resources = self.resources(data.get("resources"))
         store = self.store(data.get("store"))
-        optimizers = self.optimizers(data["optimizers"], problems, seeds, budget, training)
+        optimizers = self.optimizers(data["optimizers"], name, problems, seeds, budget, training)
         grid = Grid(
             name=name,
             problems=problems,
@@ -354,9 +533,7 @@ class _Validator:
             grid_hash="",
             source=self.source,
         )
-        digest = hashlib.sha256(json.dumps(grid.to_dict(), separators=(",", ":")).encode()).hexdigest()
-        object.__setattr__(grid, "grid_hash", digest)
-        return grid
+        return _with_hash(grid)
 
     def yaml(self, text: str) -> Any:
         try:
@@ -494,21 +671,31 @@ class _Validator:
 
         return check
 
-    def budget(self, value: Any, problems: list[str]) -> dict[str, Budget]:
-        given = self.mapping(value, "budget", BUDGET_KEYS)
+    def budget(
+        self, value: Any, problems: list[str], base: dict[str, Budget] | None = None, key: str = "budget"
+    ) -> dict[str, Budget]:
+        """Per problem: the given values over ``base`` (the problem registry's defaults when None)."""
+        given = self.mapping(value, key, BUDGET_KEYS)
         check = self.positive_int(MAX_STEPS)
-        steps = self.per_problem(given["steps"], "budget.steps", problems, check) if "steps" in given else {}
+        steps = self.per_problem(given["steps"], f"{key}.steps", problems, check) if "steps" in given else {}
         every = (
-            self.per_problem(given["eval_every"], "budget.eval_every", problems, check) if "eval_every" in given else {}
+            self.per_problem(given["eval_every"], f"{key}.eval_every", problems, check) if "eval_every" in given else {}
         )
         out = {}
         for problem in problems:
-            defaults = PROBLEMS[problem].defaults
-            out[problem] = Budget(steps.get(problem, defaults.steps), every.get(problem, defaults.eval_every))
+            if base is not None:
+                default = base[problem]
+            else:
+                defaults = PROBLEMS[problem].defaults
+                default = Budget(defaults.steps, defaults.eval_every)
+            out[problem] = Budget(steps.get(problem, default.steps), every.get(problem, default.eval_every))
         return out
 
-    def training(self, value: Any, problems: list[str]) -> dict[str, Training]:
-        given = self.mapping(value, "training", TRAINING_KEYS)
+    def training(
+        self, value: Any, problems: list[str], base: dict[str, Training] | None = None, key: str = "training"
+    ) -> dict[str, Training]:
+        """Per problem: the given values over ``base`` (the problem registry's defaults when None)."""
+        given = self.mapping(value, key, TRAINING_KEYS)
 
         def weight_decay(item: Any, key: str) -> float:
             if isinstance(item, bool) or not isinstance(item, int | float):
@@ -527,18 +714,22 @@ class _Validator:
             return item
 
         def field_(name: str, check: Callable[[Any, str], Any]) -> dict[str, Any]:
-            return self.per_problem(given[name], f"training.{name}", problems, check) if name in given else {}
+            return self.per_problem(given[name], f"{key}.{name}", problems, check) if name in given else {}
 
         batch = field_("batch_size", self.positive_int(MAX_BATCH_SIZE))
         decay = field_("weight_decay", weight_decay)
         splits = field_("split", split)
         out = {}
         for problem in problems:
-            defaults = PROBLEMS[problem].defaults
+            if base is not None:
+                default = base[problem]
+            else:
+                defaults = PROBLEMS[problem].defaults
+                default = Training(defaults.batch_size, float(defaults.weight_decay), "default")
             out[problem] = Training(
-                batch.get(problem, defaults.batch_size),
-                decay.get(problem, float(defaults.weight_decay)),
-                splits.get(problem, "default"),
+                batch.get(problem, default.batch_size),
+                decay.get(problem, default.weight_decay),
+                splits.get(problem, default.split),
             )
         return out
 
@@ -579,6 +770,7 @@ class _Validator:
     def optimizers(
         self,
         value: Any,
+        grid_name: str,
         problems: list[str],
         seeds: list[int],
         budget: dict[str, Budget],
@@ -590,24 +782,41 @@ class _Validator:
         if not value:
             raise self.error("optimizers", "no optimizers given", valid)
         self.keys(value, "optimizers", valid)
-        contexts = sorted({(budget[p].steps, training[p].batch_size) for p in problems})
         grids: dict[str, OptimizerGrid] = {}
         total = 0
         for name, spec in value.items():
-            axes, og = self.optimizer(name, spec)
-            size = math.prod(len(axis) for axis in axes)
+            axes, og = self.optimizer(name, spec, grid_name)
+            base = f"optimizers.{name}"
+            section = spec if isinstance(spec, dict) else {}
+            og_budget = (
+                self.budget(section["budget"], problems, budget, f"{base}.budget") if "budget" in section else None
+            )
+            og_training = (
+                self.training(section["training"], problems, training, f"{base}.training")
+                if "training" in section
+                else None
+            )
+            size = 1 if og.best_of is not None else math.prod(len(axis) for axis in axes)
             total += size * len(problems) * len(seeds)
             if total > MAX_RUNS:
                 raise self.error(
                     "optimizers",
                     f"the grid expands to more than {MAX_RUNS:,} runs (problems x points x seeds); split it",
                 )
-            points, keys = self.points(name, og, axes, contexts)
-            grids[name] = OptimizerGrid(name, og.grid, og.zip, og.fixed, points, keys)
+            if og.best_of is not None:
+                points: tuple[dict[str, Any], ...] = ()
+                keys: tuple[str, ...] = ()
+            else:
+                b, t = og_budget or budget, og_training or training
+                contexts = sorted({(b[p].steps, t[p].batch_size) for p in problems})
+                points, keys = self.points(name, og, axes, contexts)
+            grids[name] = dataclasses.replace(
+                og, points=points, point_keys=keys, budget=og_budget, training=og_training
+            )
         return grids
 
-    def optimizer(self, name: str, spec: Any) -> tuple[list[list[dict[str, Any]]], OptimizerGrid]:
-        """The checked sub-grid and its axes: each axis is a list of partial points."""
+    def optimizer(self, name: str, spec: Any, grid_name: str = "") -> tuple[list[list[dict[str, Any]]], OptimizerGrid]:
+        """The checked sub-grid and its axes: each axis is a list of partial points (none for ``best_of``)."""
         entry = OPTIMIZERS[name]
         base = f"optimizers.{name}"
         spec = self.mapping(spec, base, OPTIMIZER_KEYS)
@@ -621,6 +830,16 @@ class _Validator:
                 raise self.error(key, f"{hp_name} is already set in {where[hp_name]}")
             where[hp_name] = key
             return entry.hparam(hp_name)
+
+        best_of = None
+        if spec.get("best_of") is not None:
+            best_of = self.best_of(name, spec["best_of"], grid_name)
+            for other in ("grid", "zip", "vary"):
+                if spec.get(other) is not None:
+                    raise self.error(
+                        f"{base}.{other}",
+                        "best_of stands for one point: combine it only with fixed (to override some of its values)",
+                    )
 
         grid: dict[str, list[Any]] = {}
         axes: list[list[dict[str, Any]]] = []
@@ -672,7 +891,70 @@ class _Validator:
                 hp = claim(hp_name, key)
                 hint = "; fixed takes one value, lists of candidates go under grid" if isinstance(value, list) else ""
                 fixed[hp.name] = self.value(hp, value, key, hint)
-        return axes, OptimizerGrid(name, grid, groups, fixed, ())
+
+        vary: dict[str, list[Any]] = {}
+        vary_spec = spec.get("vary")
+        if vary_spec is not None:
+            if not isinstance(vary_spec, dict) or not vary_spec:
+                raise self.error(
+                    f"{base}.vary", f"expected a non-empty mapping hyperparameter -> values, got {_type(vary_spec)}"
+                )
+            axis: list[dict[str, Any]] = [{}]  # the base point: defaults and fixed
+            for hp_name, values in vary_spec.items():
+                key = _join(f"{base}.vary", hp_name)
+                if isinstance(hp_name, str) and hp_name in where and not where[hp_name].startswith(f"{base}.fixed"):
+                    raise self.error(
+                        key, f"{hp_name} is already set in {where[hp_name]} (vary takes its base value from fixed)"
+                    )
+                if not isinstance(hp_name, str) or hp_name not in names:
+                    raise self.error(key, f"unknown hyperparameter {_short(hp_name)} for optimizer {name!r}", names)
+                hp = entry.hparam(hp_name)
+                vary[hp.name] = self.candidates(hp, values, key)
+                axis.extend({hp.name: v} for v in vary[hp.name])
+            axes.append(axis)
+        return axes, OptimizerGrid(name, grid, groups, fixed, (), vary=vary, best_of=best_of)
+
+    def best_of(self, name: str, value: Any, grid_name: str) -> BestOf:
+        """The checked form of a ``best_of`` reference (resolved later, from the source sweep's store)."""
+        key = f"optimizers.{name}.best_of"
+        given = self.mapping(value, key, BEST_OF_KEYS)
+        for required in ("sweep", "problem"):
+            if required not in given:
+                raise self.error(f"{key}.{required}", "missing (required)")
+        sweep = given["sweep"]
+        if not isinstance(sweep, str) or not SWEEP_NAME_PATTERN.fullmatch(sweep):
+            raise self.error(
+                f"{key}.sweep",
+                f"expected a sweep name (1-64 letters, digits, '_', '.' or '-', starting with a letter or digit), "
+                f"got {_type(sweep)}",
+            )
+        if sweep == grid_name:
+            raise self.error(f"{key}.sweep", f"a grid cannot refer to its own sweep {sweep!r}")
+        problem = given["problem"]
+        if not isinstance(problem, str) or problem not in PROBLEMS:
+            what = (
+                f"unknown problem {_short(problem)}"
+                if isinstance(problem, str)
+                else f"expected a name, got {_type(problem)}"
+            )
+            raise self.error(f"{key}.problem", what, tuple(PROBLEMS))
+        source = given.get("optimizer", name)
+        if not isinstance(source, str) or source not in OPTIMIZERS:
+            what = (
+                f"unknown optimizer {_short(source)}"
+                if isinstance(source, str)
+                else f"expected a name, got {_type(source)}"
+            )
+            raise self.error(f"{key}.optimizer", what, tuple(OPTIMIZERS))
+        names = {hp.name for hp in OPTIMIZERS[name].hparams}
+        foreign = [hp.name for hp in OPTIMIZERS[source].hparams if hp.name not in names]
+        if foreign:
+            raise self.error(
+                f"{key}.optimizer",
+                f"the hyperparameters {', '.join(foreign)} of {source!r} are unknown to {name!r}: its best point "
+                "cannot be used here",
+            )
+        return BestOf(sweep, problem, source)
 
     def candidates(self, hp: HParam, values: Any, key: str) -> list[Any]:
         if hp.type is list:

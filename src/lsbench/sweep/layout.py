@@ -5,7 +5,8 @@ container, on another node or after a requeue needs only that directory and its 
 objects cross the boundary:
 
     <root>/<sweep>/
-        sweep.json      name, grid hash, store URL, backend
+        sweep.json      name, grid hash, store URL (password redacted), backend
+        .store-url      the full store URL, only when it holds a password (readable by the owner only)
         grid.yaml       the grid as last submitted
         plan.json       the run specs, indexed by the sweep's append-only run index
         store.sqlite    the default store (when the grid names none)
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 # A sweep name becomes a directory name and appears in batch scripts: no separators, no shell metacharacters.
 SWEEP_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 DEFAULT_ROOT = "runs"
+CREDENTIALS_FILE = ".store-url"
 ROOT_ENV = "LSBENCH_ROOT"
 
 
@@ -85,8 +87,30 @@ class SweepDir:
     def write_meta(self, meta: dict[str, Any]) -> None:
         _write_json(self.meta_file, meta)
 
+    @property
+    def credentials_file(self) -> Path:
+        return self.path / CREDENTIALS_FILE
+
     def store_url(self) -> str:
+        """The full store URL: from the owner-only credentials file if the URL has a password, else sweep.json."""
+        if self.credentials_file.is_file():
+            return self.credentials_file.read_text().strip()
         return self.read_meta()["store"]
+
+    def keep_store_url(self, url: str) -> str:
+        """Record where the full ``url`` is found; return the form that may be shown and written anywhere.
+
+        A password never goes into sweep.json, logs or batch scripts: a URL with one is kept in a file readable by
+        its owner only (like ~/.pgpass), and everything else sees the URL with the password as ``***``.
+        """
+        from lsbench.store import redact_url  # the store package is light, but only submit needs it
+
+        shown = redact_url(url)
+        if shown == url:
+            self.credentials_file.unlink(missing_ok=True)
+        else:
+            atomic_write_text(self.credentials_file, url + "\n", mode=0o600)
+        return shown
 
     # -- plan.json ------------------------------------------------------------------------------------------
 

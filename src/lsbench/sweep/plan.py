@@ -34,7 +34,7 @@ from typing import Any
 from lsbench.optim import get_optimizer
 from lsbench.problems import get_problem
 from lsbench.sweep import costs
-from lsbench.sweep.grid import Grid, resolve_point
+from lsbench.sweep.grid import Grid, GridError, resolve_point
 from lsbench.train import TrainConfig
 
 __all__ = [
@@ -257,24 +257,34 @@ def expand(grid: Grid) -> list[RunSpec]:
     """Every run of ``grid``, in a deterministic order: problems (file order), optimizers (file order),
     hyperparameter points (:attr:`OptimizerGrid.points` order), seeds (file order, innermost).
 
-    Each run appears once (points are distinct after resolution, problems and seeds are distinct).
+    Each run appears once (points are distinct after resolution, problems and seeds are distinct). A section's
+    ``budget``/``training`` overrides apply to its runs (:meth:`Grid.settings`). Raises :class:`GridError` for a
+    ``best_of`` section that :func:`lsbench.sweep.references.resolve_references` has not resolved.
     """
     with _gc_paused():
         return _expand(grid)
 
 
 def _expand(grid: Grid) -> list[RunSpec]:
+    for optimizer, og in grid.optimizers.items():
+        if og.best_of is not None and not og.points:
+            raise GridError(
+                grid.source,
+                f"optimizers.{optimizer}.best_of",
+                f"refers to the best configuration in {og.best_of.describe()}, which is read from that sweep's "
+                "store at submit time: resolve it first (lsbench.sweep.references.resolve_references)",
+            )
     runs: list[RunSpec] = []
     append = runs.append
     seen: set[str] = set()
     sha256 = hashlib.sha256
     new = object.__new__
     for problem in grid.problems:
-        budget = grid.budget[problem]
-        training = grid.training[problem]
-        steps, eval_every, batch_size = budget.steps, budget.eval_every, training.batch_size
-        weight_decay, split = training.weight_decay, training.split
         for optimizer, og in grid.optimizers.items():
+            # The section's budget/training overrides, else the grid's (Grid.settings).
+            budget, training = grid.settings(optimizer, problem)
+            steps, eval_every, batch_size = budget.steps, budget.eval_every, training.batch_size
+            weight_decay, split = training.weight_decay, training.split
             fixed: dict[str, Any] = {
                 "problem": problem,
                 "optimizer": optimizer,
@@ -428,6 +438,7 @@ def _summarize(runs: Iterable[RunSpec], grid: Grid | None) -> DryRunSummary:
     )
     warnings: list[str] = []
     if grid is not None:
+        warnings.extend(grid.unresolved_references())  # dry runs before a best_of source sweep has results
         limit = grid.resources.time_limit_seconds
         for row in rows:
             if row.max_run_hours * 3600 > limit:

@@ -2,7 +2,9 @@
 
 Run states come from the store, which the workers keep current. One case the workers cannot report themselves is
 their own sudden death (SIGKILL, a lost node): a run left ``running`` whose last attempt was on this host and whose
-process is gone is reported -- and recorded -- as ``failed``, so the state never lies about work that stopped.
+process is gone, or whose last attempt has sent no heartbeat (one per evaluation point) for ``stale_after`` seconds,
+is reported -- and recorded -- as ``failed``, its attempt with exit code -1 (lost), so the state never lies about
+work that stopped. Backends that know more (the scheduler's own view) correct states before this runs.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ import os
 import socket
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from lsbench.store import RUN_STATES, RunRow, Store
 
 LOG_TAIL_LINES = 12
+LOST_EXIT_CODE = -1  # the attempt of a worker that vanished without recording its end
+DEFAULT_STALE_SECONDS = 7200.0  # generous: a heartbeat comes only with each evaluation point
 FAILED_STATES = ("failed", "timeout")
 
 
@@ -28,6 +33,7 @@ class SweepStatus:
     counts: dict[str, int]
     progress: dict[str, dict[str, dict[str, int]]]  # problem -> optimizer -> {done, total}
     failures: list[dict[str, Any]] = field(default_factory=list)
+    scheduler: dict[str, str] = field(default_factory=dict)  # run id -> the scheduler's word on unfinished runs
 
     @property
     def total(self) -> int:
@@ -44,6 +50,7 @@ class SweepStatus:
             "counts": self.counts,
             "progress": self.progress,
             "failures": self.failures,
+            "scheduler": self.scheduler,
         }
 
     def format_text(self) -> str:
@@ -55,14 +62,17 @@ class SweepStatus:
                 lines.append(f"{problem:<24}{optimizer:<14}{numbers['done']:>8}{numbers['total']:>8}")
         for failure in self.failures:
             lines += ["", f"{failure['status']}: run {failure['run_id']} (index {failure['index']}) {failure['label']}"]
+            if failure.get("scheduler"):
+                lines.append(f"    {failure['scheduler']}")
             lines += [f"    {line}" for line in failure["log_tail"]] or ["    (no log)"]
         return "\n".join(lines)
 
 
-def sweep_status(store: Store, sweep: str) -> SweepStatus:
-    """Read the sweep's runs, correct runs whose worker died on this host, and summarize."""
-    runs = [_settle_lost_run(store, run) for run in store.sweep_runs(sweep)]
+def sweep_status(store: Store, sweep: str, stale_after: float = DEFAULT_STALE_SECONDS) -> SweepStatus:
+    """Read the sweep's runs, correct runs whose worker is gone, and summarize."""
+    runs = [_settle_lost_run(store, run, stale_after) for run in store.sweep_runs(sweep)]
     counts = Counter(run.status for run in runs)
+    notes = _scheduler_notes(store, sweep)
     progress: dict[str, dict[str, dict[str, int]]] = {}
     for run in runs:
         numbers = progress.setdefault(run.problem, {}).setdefault(run.optimizer, {"done": 0, "total": 0})
@@ -75,23 +85,40 @@ def sweep_status(store: Store, sweep: str) -> SweepStatus:
             "status": run.status,
             "label": f"{run.problem} {run.optimizer} seed {run.seed}",
             "log_tail": _log_tail(store, run.run_id),
+            "scheduler": notes.get(run.run_id),
         }
         for run in runs
         if run.status in FAILED_STATES
     ]
-    return SweepStatus(sweep, {state: counts[state] for state in RUN_STATES if counts[state]}, progress, failures)
+    unfinished = {run.run_id: notes.get(run.run_id) for run in runs if run.status not in ("completed", "diverged")}
+    by_state = {state: counts[state] for state in RUN_STATES if counts[state]}
+    return SweepStatus(sweep, by_state, progress, failures, {key: note for key, note in unfinished.items() if note})
 
 
-def _settle_lost_run(store: Store, run: RunRow) -> RunRow:
+def _scheduler_notes(store: Store, sweep: str) -> dict[str, str]:
+    """What the scheduler said about each run at the backend's last refresh (Slurm sweeps only; else empty)."""
+    row = store.get_sweep(sweep)
+    if row is None or row.backend != "slurm":
+        return {}
+    from lsbench.sweep.backends.slurm import scheduler_notes
+
+    return scheduler_notes(row.sweep_dir)
+
+
+def _settle_lost_run(store: Store, run: RunRow, stale_after: float) -> RunRow:
     if run.status != "running":
         return run
     attempts = store.attempts(run.run_id)
     if not attempts:
         return run
     last = max(attempts, key=lambda attempt: attempt.started_at)
-    if last.status != "running" or last.host != socket.gethostname() or _alive(last.pid):
+    if last.status != "running":
         return run
-    store.end_attempt(run.run_id, last.attempt_id, "lost", -1)
+    silent = (datetime.now(timezone.utc) - (last.heartbeat_at or last.started_at)).total_seconds()
+    dead_here = last.host == socket.gethostname() and not _alive(last.pid)
+    if not dead_here and silent <= stale_after:
+        return run
+    store.end_attempt(run.run_id, last.attempt_id, "failed", LOST_EXIT_CODE)
     store.set_run_status(run.run_id, "failed")
     return store.get_run(run.run_id) or run
 

@@ -36,6 +36,7 @@ import torch
 
 import lsbench
 from lsbench.store import Store
+from lsbench.store.spool import SpoolWriter
 from lsbench.sweep.layout import SweepDir
 from lsbench.sweep.protocol import (
     EXIT_BAD_INPUT,
@@ -72,11 +73,11 @@ def run_worker(
     """Train run ``index`` of the sweep in ``sweep_dir``; return the worker's exit code (see module docstring)."""
     sweep = SweepDir(Path(sweep_dir))
     spec = sweep.run_spec(index)
-    store = Store(sweep.store_url())
+    store = open_results(sweep)
     try:
-        existing = store.get_run(spec.run_id)
-        if existing is not None and existing.status in FINISHED_STATES:
-            print(f"run {spec.run_id} is already {existing.status}; nothing to do", flush=True)
+        status = _run_status(store, spec.run_id)
+        if status in FINISHED_STATES:
+            print(f"run {spec.run_id} is already {status}; nothing to do", flush=True)
             return EXIT_DONE
         run_dir = sweep.run_dir(spec.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -89,8 +90,24 @@ def run_worker(
         store.close()
 
 
+def open_results(sweep: SweepDir) -> Store | SpoolWriter:
+    """Where this worker records: the store itself, or -- for a SQLite store read on another machine -- the run's
+    spool file on the shared file system (see :mod:`lsbench.store.spool`)."""
+    meta = sweep.read_meta()
+    if meta.get("spool"):
+        return SpoolWriter(sweep.path, meta["store"])
+    return Store(sweep.store_url())
+
+
+def _run_status(store: Store | SpoolWriter, run_id: str) -> str | None:
+    if isinstance(store, SpoolWriter):
+        return store.finished_status(run_id)
+    row = store.get_run(run_id)
+    return None if row is None else row.status
+
+
 def _train_and_record(
-    store: Store, sweep: SweepDir, run_id: str, index: int, backend: str, job_id: str | None, device: str
+    store: Store | SpoolWriter, sweep: SweepDir, run_id: str, index: int, backend: str, job_id: str | None, device: str
 ) -> int:
     spec = sweep.run_spec(index)
     config = spec.train_config(device=device, checkpoint_every=spec.eval_every)
@@ -119,11 +136,9 @@ def _train_and_record(
             result = train(config, sweep.run_dir(run_id), on_eval=record, should_stop=stop_requested)
     except Exception:
         traceback.print_exc()
-        store.set_run_status(run_id, "failed")
-        store.end_attempt(run_id, attempt_id, "failed", EXIT_FAILED)
+        store.set_run_status(run_id, "failed", end_attempt=(attempt_id, EXIT_FAILED))
         return EXIT_FAILED
-    code = _record_result(store, run_id, result)
-    store.end_attempt(run_id, attempt_id, _attempt_status(code), code)
+    code = _record_result(store, run_id, attempt_id, result)
     if code in (EXIT_DONE, EXIT_DIVERGED):
         for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):  # the result is stored; the run will never resume
             (sweep.run_dir(run_id) / name).unlink(missing_ok=True)
@@ -131,25 +146,21 @@ def _train_and_record(
     return code
 
 
-def _record_result(store: Store, run_id: str, result: TrainResult) -> int:
+def _record_result(store: Store | SpoolWriter, run_id: str, attempt_id: str, result: TrainResult) -> int:
+    """Record the run's outcome and end the attempt in one write; return the worker's exit code."""
     summary = result.summary()
     values = {key: summary[key] for key in ("train_loss", "val_acc", "test_acc", "mean_effective_lr", "seconds")}
     final = result.final
     values.update(val_loss=final.get("val_loss", float("nan")), test_loss=final.get("test_loss", float("nan")))
     if result.status == "completed":
-        store.set_run_status(run_id, "completed", step=result.steps_done, summary=values)
-        return EXIT_DONE
-    if result.status == "diverged":
-        store.set_run_status(
-            run_id, "diverged", step=result.steps_done, diverged_at_step=result.diverged_at_step, summary=values
-        )
-        return EXIT_DIVERGED
-    store.set_run_status(run_id, "preempted", step=result.steps_done)
-    return EXIT_INTERRUPTED
-
-
-def _attempt_status(code: int) -> str:
-    return {EXIT_DONE: "completed", EXIT_DIVERGED: "diverged", EXIT_INTERRUPTED: "preempted"}.get(code, "failed")
+        code, status, extra = EXIT_DONE, "completed", {"summary": values}
+    elif result.status == "diverged":
+        extra = {"summary": values, "diverged_at_step": result.diverged_at_step}
+        code, status = EXIT_DIVERGED, "diverged"
+    else:
+        code, status, extra = EXIT_INTERRUPTED, "preempted", {}
+    store.set_run_status(run_id, status, step=result.steps_done, end_attempt=(attempt_id, code), **extra)
+    return code
 
 
 @contextlib.contextmanager

@@ -5,7 +5,9 @@ the sweep directory and records its own progress in the store. A backend therefo
 stop workers:
 
 * ``local`` -- a detached process pool on this machine (:mod:`lsbench.sweep.backends.local`);
-* ``slurm`` -- array jobs on a Slurm cluster.
+* ``slurm`` -- array jobs on a Slurm cluster, each task running workers in an Apptainer image
+  (:mod:`lsbench.sweep.backends.slurm`; where and how is described by a cluster profile,
+  :mod:`lsbench.sweep.backends.profile`).
 
 The CLI picks the backend named in ``sweep.json`` for every command after ``submit``, so a later shell (or another
 login) reattaches to a sweep without knowing how it was started.
@@ -15,12 +17,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from lsbench.store import RunRow, Store
 from lsbench.sweep.layout import SweepDir
 
+if TYPE_CHECKING:
+    from lsbench.sweep.grid import Resources
+
 BACKENDS = ("local", "slurm")
+
+
+class BackendError(RuntimeError):
+    """A backend could not do what was asked (e.g. sbatch failed after retries); ``str()`` is one line."""
+
+
+class BackendInputError(BackendError):
+    """What was asked cannot work as configured (a bad profile, a store the cluster cannot share); exit code 2."""
 
 
 @dataclass(frozen=True)
@@ -28,6 +41,8 @@ class SubmitOptions:
     """Backend settings from the command line (each backend reads the ones it knows)."""
 
     workers: int | None = None  # local: pool size (default: one per GPU, else one per core)
+    profile: str | None = None  # slurm: cluster profile (path or name under cluster/); default: the one last used
+    resources: Resources | None = None  # slurm: the grid's resources (None: those recorded at the last submission)
 
 
 class Backend(Protocol):
@@ -45,6 +60,9 @@ class Backend(Protocol):
     def cancel(self, sweep: SweepDir, store: Store) -> str:
         """Stop the sweep's workers; return one line saying what was stopped."""
 
+    # Optional: ``validate(sweep, store_url, options) -> None`` raises BackendInputError before anything is written
+    # (the CLI calls it when a backend has it).
+
 
 def get_backend(name: str) -> Backend:
     """The backend called ``name``; ValueError lists the valid names."""
@@ -52,4 +70,8 @@ def get_backend(name: str) -> Backend:
         from lsbench.sweep.backends.local import LocalBackend
 
         return LocalBackend()
-    raise ValueError(f"backend {name!r} is not available (available: local)")
+    if name == "slurm":
+        from lsbench.sweep.backends.slurm import SlurmBackend
+
+        return SlurmBackend()
+    raise ValueError(f"backend {name!r} is not available (available: {', '.join(BACKENDS)})")
