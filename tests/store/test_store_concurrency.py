@@ -1,7 +1,6 @@
 """Many concurrent writers, killed writers: nothing lost, nothing twice (the store_throughput benchmark as a test)."""
 
 import pytest
-
 from benchmarks import store_throughput
 
 
