@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timezone
@@ -91,3 +92,16 @@ def test_concurrent_add_runs_on_postgres(pg_url: str) -> None:
             results = list(pool.map(lambda specs: store.add_runs("pg", specs), batches))
         assert len({tuple(r[:5]) for r in results}) == 1
         assert [r.index for r in store.sweep_runs("pg")] == list(range(105))
+
+
+def test_an_unreachable_server_fails_after_the_retry_budget_with_the_url_redacted(monkeypatch) -> None:
+    from lsbench.store import StoreUnavailable
+
+    monkeypatch.setenv("LSBENCH_STORE_RETRY_SECONDS", "1.5")
+    url = "postgresql+psycopg://lsbench:s3cret-pw@127.0.0.1:9/nowhere"  # nothing listens on port 9
+    started = time.monotonic()
+    with pytest.raises(StoreUnavailable) as raised:
+        Store(url)
+    assert 1.5 <= time.monotonic() - started < 10  # retried with back-off, then gave up within the budget
+    message = str(raised.value)
+    assert "s3cret-pw" not in message and "***" in message and len(message.splitlines()) == 1
