@@ -112,6 +112,28 @@ class RawDataset:
     augmentation: Augmentation | None
     task: Task = "classification"
 
+    @classmethod
+    def carved(
+        cls,
+        inputs: Tensor,
+        targets: Tensor,
+        train: Tensor,
+        validation: Tensor,
+        test: tuple[Tensor, Tensor],
+        **settings: Any,
+    ) -> RawDataset:
+        """Train and validation taken by index out of one pool of samples (the official training set, or all
+        samples of a generated set); ``test`` is ``(inputs, targets)`` and ``settings`` are the other fields."""
+        return cls(
+            train_inputs=inputs[train],
+            train_targets=targets[train],
+            validation_inputs=inputs[validation],
+            validation_targets=targets[validation],
+            test_inputs=test[0],
+            test_targets=test[1],
+            **settings,
+        )
+
 
 class StreamedDataset(Protocol):
     """A dataset whose samples are read from disk during training (ImageNet), built into samplers on demand.
@@ -305,13 +327,12 @@ def _load_cifar(name: str, root: Path, split: str, download: bool) -> RawDataset
     _check_split(name, split, tuple(_CIFAR_SPLITS))
     train_images, train_labels, test_images, test_labels = read_cifar(name, root, download=download)
     train, validation = cifar_split(train_labels.shape[0], split)
-    return RawDataset(
-        train_inputs=train_images[train],
-        train_targets=train_labels[train],
-        validation_inputs=train_images[validation],
-        validation_targets=train_labels[validation],
-        test_inputs=test_images,
-        test_targets=test_labels,
+    return RawDataset.carved(
+        train_images,
+        train_labels,
+        train,
+        validation,
+        (test_images, test_labels),
         num_classes=fmt.num_classes,
         mean=fmt.mean,
         std=fmt.std,
@@ -423,13 +444,12 @@ def _load_svhn(root: Path, split: str, download: bool) -> RawDataset:
     train_images, train_labels, test_images, test_labels = read_svhn(root, download=download)
     train, validation = svhn_split(train_labels.shape[0], split)
     mean, std = channel_stats(train_images[train])
-    return RawDataset(
-        train_inputs=train_images[train],
-        train_targets=train_labels[train],
-        validation_inputs=train_images[validation],
-        validation_targets=train_labels[validation],
-        test_inputs=test_images,
-        test_targets=test_labels,
+    return RawDataset.carved(
+        train_images,
+        train_labels,
+        train,
+        validation,
+        (test_images, test_labels),
         num_classes=10,
         mean=mean,
         std=std,
@@ -521,13 +541,12 @@ def _load_mnist(root: Path, split: str, download: bool) -> RawDataset:
     _check_split("mnist", split, ("default",))
     train_images, train_labels, test_images, test_labels = read_mnist(root, download=download)
     train, validation = mnist_split(train_labels.shape[0])
-    return RawDataset(
-        train_inputs=train_images[train],
-        train_targets=train_labels[train],
-        validation_inputs=train_images[validation],
-        validation_targets=train_labels[validation],
-        test_inputs=test_images,
-        test_targets=test_labels,
+    return RawDataset.carved(
+        train_images,
+        train_labels,
+        train,
+        validation,
+        (test_images, test_labels),
         num_classes=10,
         mean=(0.0,),
         std=(1.0,),
@@ -585,13 +604,12 @@ def make_synthetic(
     targets = (inputs.flatten(1) @ teacher).argmax(dim=1)
     train, validation, test = partition(total, sizes, seed=None)
     channels = sample_shape[0]
-    return RawDataset(
-        train_inputs=inputs[train],
-        train_targets=targets[train],
-        validation_inputs=inputs[validation],
-        validation_targets=targets[validation],
-        test_inputs=inputs[test],
-        test_targets=targets[test],
+    return RawDataset.carved(
+        inputs,
+        targets,
+        train,
+        validation,
+        (inputs[test], targets[test]),
         num_classes=num_classes,
         mean=(0.0,) * channels,
         std=(1.0,) * channels,
@@ -615,13 +633,12 @@ def make_cifar_shaped(
     noise = torch.randn(total, 3, 32, 32, generator=generator) * 40.0
     images = (colours[targets] + noise).round_().clamp_(0, 255).to(torch.uint8)
     train, validation, test = partition(total, sizes, seed=None)
-    return RawDataset(
-        train_inputs=images[train],
-        train_targets=targets[train],
-        validation_inputs=images[validation],
-        validation_targets=targets[validation],
-        test_inputs=images[test],
-        test_targets=targets[test],
+    return RawDataset.carved(
+        images,
+        targets,
+        train,
+        validation,
+        (images[test], targets[test]),
         num_classes=num_classes,
         mean=CIFAR10_MEAN,
         std=CIFAR10_STD,
