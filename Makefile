@@ -8,7 +8,7 @@ STAMP := $(VENV)/.lsbench-installed
 # The development machines carry these builds on disk; a cluster install uses pyproject's ranges instead.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint bench venv
+.PHONY: demo test lint bench venv cluster-up cluster-down
 
 venv: $(STAMP)
 
@@ -28,10 +28,20 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 
+# The Slurm tests (tests/slurm) need the single-node test cluster: start it (installing its Debian packages if
+# missing; needs root), run the whole suite, and stop the cluster again whatever the tests did.
 test: lint
-	$(PY) -m pytest -q
+	bash cluster/testing/start.sh
+	$(PY) -m pytest -q; status=$$?; bash cluster/testing/stop.sh; exit $$status
 
 bench: $(STAMP)
 	$(PY) benchmarks/optim_overhead.py
 	$(PY) benchmarks/plan_expansion.py
 	$(PY) benchmarks/aggregate_store.py
+
+# The test cluster on its own (e.g. to run `pytest tests/slurm` repeatedly); see cluster/testing/start.sh.
+cluster-up:
+	bash cluster/testing/start.sh
+
+cluster-down:
+	bash cluster/testing/stop.sh

@@ -85,7 +85,10 @@ def run_worker(
             if not acquired:
                 print(f"run {spec.run_id} is being trained by another worker", flush=True)
                 return EXIT_BUSY
-            return _train_and_record(store, sweep, spec.run_id, index, backend, job_id, device)
+            # Stop signals stay caught until the result is recorded: one arriving in between (a scheduler's early
+            # warning) must not kill the worker and make the scheduler requeue a finished run.
+            with _stop_requests() as stop_requested:
+                return _train_and_record(store, sweep, spec.run_id, index, backend, job_id, device, stop_requested)
     finally:
         store.close()
 
@@ -107,7 +110,14 @@ def _run_status(store: Store | SpoolWriter, run_id: str) -> str | None:
 
 
 def _train_and_record(
-    store: Store | SpoolWriter, sweep: SweepDir, run_id: str, index: int, backend: str, job_id: str | None, device: str
+    store: Store | SpoolWriter,
+    sweep: SweepDir,
+    run_id: str,
+    index: int,
+    backend: str,
+    job_id: str | None,
+    device: str,
+    stop_requested: Callable[[], bool],
 ) -> int:
     spec = sweep.run_spec(index)
     config = spec.train_config(device=device, checkpoint_every=spec.eval_every)
@@ -132,8 +142,7 @@ def _train_and_record(
         store.heartbeat(run_id, attempt_id, step)
 
     try:
-        with _stop_requests() as stop_requested:
-            result = train(config, sweep.run_dir(run_id), on_eval=record, should_stop=stop_requested)
+        result = train(config, sweep.run_dir(run_id), on_eval=record, should_stop=stop_requested)
     except Exception:
         traceback.print_exc()
         store.set_run_status(run_id, "failed", end_attempt=(attempt_id, EXIT_FAILED))

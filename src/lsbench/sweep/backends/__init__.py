@@ -33,7 +33,7 @@ class BackendError(RuntimeError):
 
 
 class BackendInputError(BackendError):
-    """What was asked cannot work as configured (a bad profile, a store the cluster cannot share); exit code 2."""
+    """What was asked cannot work as configured (a bad profile, resources no node has); exit code 2."""
 
 
 @dataclass(frozen=True)

@@ -24,11 +24,15 @@ What it adds to plain ``sbatch --array``:
 
 Why not submitit: its payload is a pickle that ``python -m submitit.core._submit`` unpickles inside the job, so
 the image would need submitit and the host's exact Python version, and host objects would cross the container
-boundary (DESIGN.md forbids both). Its batch command is fixed to ``srun ... python -m submitit.core._submit``,
-which leaves no place for a host-side entry that forwards signals and requeues with ``scontrol`` (absent inside
-containers), nor for several ``srun --exact`` steps per task. It has no ``MaxArraySize`` chunking and no status
-path without ``sacct``. What it would still have offered -- writing ``#SBATCH`` lines and calling ``sbatch`` -- is
-a few lines here, tested against golden files.
+boundary (DESIGN.md forbids both). Its batch command always ends in ``<python> -u -m submitit.core._submit
+<folder>`` (behind one ``srun`` or none), which leaves no place for a host-side entry that forwards signals and
+requeues with ``scontrol`` (absent inside containers), nor for several ``srun --exact`` steps per task. It has
+no ``MaxArraySize`` chunking and no status path without ``sacct``. What it would still have offered -- writing
+``#SBATCH`` lines and calling ``sbatch`` -- is a few lines here, tested against golden files.
+
+Never written into a batch script or command line: the store URL (workers read it from the sweep directory, so
+a password stays in the owner-only ``.store-url``) and anything not quoted (see
+:mod:`lsbench.sweep.backends.slurm_script`).
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -268,6 +273,7 @@ class Records:
 
 
 def _profile_for(sweep: SweepDir, records: Records, options: SubmitOptions) -> Profile:
+    """``--profile``, else the copy kept from the sweep's last submission, else ``$LSBENCH_PROFILE``."""
     if options.profile:
         return load_profile(options.profile)
     copy = sweep.path / SLURM_DIR / PROFILE_COPY
@@ -517,18 +523,22 @@ class SlurmBackend:
     def _snapshot(self, sweep: SweepDir, records: Records, max_age: float) -> dict[str, Any]:
         """Scheduler states of the sweep's arrays; a snapshot younger than ``max_age`` seconds is reused."""
         path = sweep.path / SLURM_DIR / STATE_FILE
+        tasks = {array["job_id"]: len(array["tasks"]) for array in records.arrays}
         try:
             cached = json.loads(path.read_text())
-            if time.time() - cached.get("time", 0) < max_age and cached.get("elements") is not None:
+            fresh = time.time() - cached.get("time", 0) < max_age and cached.get("jobs") == sorted(tasks)
+            if fresh and cached.get("elements") is not None:
                 return cached
         except (OSError, ValueError):
             pass
+        asked = time.time()  # the states are at least this new
         try:
-            source, elements = query([array["job_id"] for array in records.arrays], self.environ)
+            source, elements = query(list(tasks), self.environ, tasks)
         except SchedulerUnavailable as error:
-            return {"time": time.time(), "source": "unavailable", "error": str(error), "elements": None}
+            return {"time": asked, "source": "unavailable", "error": str(error), "elements": None}
         snapshot = {
-            "time": time.time(),
+            "time": asked,
+            "jobs": sorted(tasks),
             "source": source,
             "elements": {key: [e.state, e.detail, e.exit_code] for key, e in elements.items()},
         }
@@ -544,7 +554,12 @@ class SlurmBackend:
             return PROFILE_KEYS["poll_seconds"].default
 
     def refresh(self, sweep: SweepDir, store: Store) -> None:
-        """Reconcile the store's run states with the scheduler's (rules: :func:`slurm_state.reconcile`)."""
+        """Reconcile the store's run states with the scheduler's (rules: :func:`slurm_state.reconcile`).
+
+        The scheduler is asked first and the store read afterwards (spool files ingested in between), and a run
+        whose row changed after the scheduler was asked keeps its state: a worker that starts, or records its end
+        and exits, between the two reads is never overruled by the older view of the scheduler.
+        """
         records = Records.read(sweep)
         if not records.arrays:
             return
@@ -558,6 +573,8 @@ class SlurmBackend:
         source = snapshot["source"]
         elements = {key: ElementState(*value, source=source) for key, value in snapshot["elements"].items()}
         placements = records.placements()
+        known_arrays = {key.split("_")[0] for key in elements}
+        asked = datetime.fromtimestamp(snapshot["time"], timezone.utc)
         now = time.time()
         notes: dict[str, str] = {}
         for row in store.sweep_runs(sweep.name):
@@ -567,9 +584,14 @@ class SlurmBackend:
             array, task_id = placed
             element_id = f"{array['job_id']}_{task_id}"
             element = elements.get(element_id)
-            described = element.describe() if element is not None else "unknown to Slurm"
+            described = element.describe() if element is not None else "not listed by Slurm"
             notes[row.run_id] = f"Slurm {element_id} ({source}): {described}"
-            new_state = reconcile(row.status, element, now - array.get("submitted_at", 0) < RECENT_SUBMISSION_S)
+            if row.updated_at >= asked:
+                continue  # the store changed after Slurm was asked (e.g. a worker started): it knows better
+            recent = now - array.get("submitted_at", 0) < RECENT_SUBMISSION_S
+            new_state = reconcile(
+                row.status, element, recently_submitted=recent, array_known=array["job_id"] in known_arrays
+            )
             if new_state is None or new_state == row.status:
                 continue
             if new_state in ("failed", "timeout", "cancelled") and row.status in ("queued", "running"):

@@ -140,11 +140,27 @@ def _chunks(items: list[str], size: int) -> Iterable[list[str]]:
         yield items[start : start + size]
 
 
-def query(job_ids: Iterable[str], env: Mapping[str, str] | None = None) -> tuple[str, dict[str, ElementState]]:
+def _squeue(ids: list[str], env: Mapping[str, str] | None) -> dict[str, ElementState]:
+    elements: dict[str, ElementState] = {}
+    for chunk in _chunks(ids, QUERY_CHUNK):
+        done = _run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(chunk), "-o", "%i|%T|%r"], env)
+        if done.returncode != 0:
+            if "Invalid job id" in done.stderr:  # every id of the chunk is gone (older than MinJobAge)
+                continue
+            raise SchedulerUnavailable(f"squeue: {done.stderr.strip() or done.returncode}")
+        elements.update(parse_squeue(done.stdout))
+    return elements
+
+
+def query(
+    job_ids: Iterable[str], env: Mapping[str, str] | None = None, tasks: Mapping[str, int] | None = None
+) -> tuple[str, dict[str, ElementState]]:
     """The elements of ``job_ids`` (array job ids) and which command said so: ``sacct`` or ``squeue``.
 
-    sacct is asked first; if accounting is disabled (or sacct fails), squeue. Raises
-    :class:`SchedulerUnavailable` if neither answers.
+    sacct is asked first; if accounting is disabled (or sacct fails), squeue. With ``tasks`` (array id -> number
+    of tasks), elements sacct does not list -- not yet in the database, or a pending task cancelled, which leaves
+    no record -- are looked up with one squeue call, which asks the controller itself. Raises
+    :class:`SchedulerUnavailable` if neither command answers.
     """
     ids = sorted(set(job_ids), key=int)
     if not ids:
@@ -156,25 +172,26 @@ def query(job_ids: Iterable[str], env: Mapping[str, str] | None = None) -> tuple
             if done.returncode != 0:
                 raise OSError(done.stderr.strip() or f"sacct exited with {done.returncode}")
             elements.update(parse_sacct(done.stdout))
-        return "sacct", elements
     except (OSError, subprocess.TimeoutExpired):
         pass  # accounting disabled ("Slurm accounting storage is disabled"), slurmdbd down, or no sacct at all
+    else:
+        gaps = [i for i in ids if any(f"{i}_{t}" not in elements for t in range((tasks or {}).get(i, 0)))]
+        if gaps:
+            try:
+                for key, element in _squeue(gaps, env).items():
+                    elements.setdefault(key, element)
+            except (OSError, subprocess.TimeoutExpired, SchedulerUnavailable):
+                pass  # what sacct said stands
+        return "sacct", elements
     try:
-        elements = {}
-        for chunk in _chunks(ids, QUERY_CHUNK):
-            command = ["squeue", "-h", "-r", "-t", "all", "-j", ",".join(chunk), "-o", "%i|%T|%r"]
-            done = _run(command, env)
-            if done.returncode != 0:
-                if "Invalid job id" in done.stderr:  # every id of the chunk is gone (older than MinJobAge)
-                    continue
-                raise SchedulerUnavailable(f"squeue: {done.stderr.strip() or done.returncode}")
-            elements.update(parse_squeue(done.stdout))
-        return "squeue", elements
+        return "squeue", _squeue(ids, env)
     except (OSError, subprocess.TimeoutExpired) as error:
         raise SchedulerUnavailable(f"neither sacct nor squeue answered: {error}") from None
 
 
-def reconcile(run_state: str, element: ElementState | None, recently_submitted: bool) -> str | None:
+def reconcile(
+    run_state: str, element: ElementState | None, *, recently_submitted: bool, array_known: bool = False
+) -> str | None:
     """The run state implied by the store's ``run_state`` and the scheduler's ``element``; None = keep it.
 
     Rules (the store wins for everything a worker records itself):
@@ -187,15 +204,20 @@ def reconcile(run_state: str, element: ElementState | None, recently_submitted: 
       element (FAILED, OUT_OF_MEMORY, NODE_FAIL -> failed, TIMEOUT -> timeout, CANCELLED -> cancelled,
       PREEMPTED -> preempted, COMPLETED -> failed); a ``preempted`` run (checkpointed, not requeued) becomes
       ``cancelled``, ``timeout`` or stays ``preempted``;
-    * element unknown to Slurm: right after submission it is on its way (keep the state); later a ``queued`` or
-      ``running`` run has lost its job (e.g. finished longer than MinJobAge ago without accounting) -> failed.
+    * element listed neither by sacct nor by squeue, while its array is (``array_known``): a ``queued`` run's task
+      was cancelled while pending -- Slurm 22.05 drops such a task without any record -> cancelled; a ``running``
+      run's task ended longer than MinJobAge ago without accounting -> failed;
+    * array not listed at all: right after submission it is on its way (keep the state); later the job is lost
+      (older than MinJobAge without accounting) -> failed.
     """
     if run_state in ("completed", "diverged"):
         return None
     if element is None:
-        if recently_submitted or run_state not in ("queued", "running"):
+        if run_state not in ("queued", "running"):
             return None
-        return "failed"
+        if array_known:  # Slurm lists the array but not this task: removed while pending, or long gone
+            return "cancelled" if run_state == "queued" else "failed"
+        return None if recently_submitted else "failed"
     if element.state in PENDING_STATES:
         return "queued" if run_state in ("running", "preempted") else None
     if element.state in RUNNING_STATES:
