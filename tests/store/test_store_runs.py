@@ -214,3 +214,24 @@ def test_writes_take_the_sqlite_write_lock_up_front(sqlite_store: Store, make_sp
         event.remove(store._engine, "before_cursor_execute", record)
     begins = [s for s in seen if s.startswith("BEGIN")]
     assert begins == ["BEGIN IMMEDIATE", "BEGIN DEFERRED"]
+
+
+def test_set_status_many_changes_only_the_allowed_runs_in_one_transaction(store: Store, make_spec) -> None:
+    ids = _ids(5)
+    store.add_runs("demo", [make_spec(run_id=rid, seed=i) for i, rid in enumerate(ids)])
+    store.set_run_status(ids[1], "completed")
+    store.set_run_status(ids[3], "diverged")
+    transactions: list[object] = []
+
+    def count(conn: object) -> None:
+        transactions.append(conn)
+
+    event.listen(store._engine, "begin", count)
+    try:
+        changed = store.set_status_many([*reversed(ids), "unknown00000000"], "queued", unless=("completed", "diverged"))
+    finally:
+        event.remove(store._engine, "begin", count)
+    assert changed == [ids[4], ids[2], ids[0]]
+    assert len(transactions) == 1
+    assert [r.status for r in store.sweep_runs("demo")] == ["queued", "completed", "queued", "diverged", "queued"]
+    assert store.set_status_many(ids, "cancelled") == ids

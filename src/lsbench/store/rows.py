@@ -6,8 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-RUN_STATES = ("planned", "queued", "running", "completed", "diverged", "failed", "timeout", "preempted", "cancelled")
-"""Every status a run (and an attempt) can have."""
+from lsbench.runs.states import RUN_STATES as RUN_STATES  # re-exported: the store validates statuses
 
 
 class RunSpecLike(Protocol):

@@ -307,6 +307,30 @@ class Store:
                 ended = {"status": status, "exit_code": int(exit_code), "ended_at": _now()}
                 self._update_attempt(run_id, attempt_id, conn=conn, **ended)
 
+    @retried
+    def set_status_many(self, run_ids: Iterable[str], status: str, *, unless: Iterable[str] = ()) -> list[str]:
+        """Set ``status`` on every run of ``run_ids`` whose current status is not in ``unless``, in one transaction.
+
+        Returns the run ids that were changed, in the order given. Queueing, cancelling and resubmitting a sweep of
+        thousands of runs is then one round trip per chunk instead of one transaction per run (on Postgres with
+        password authentication each fresh connection costs milliseconds). Unknown run ids are ignored.
+        """
+        _check_status(status)
+        wanted = list(dict.fromkeys(str(run_id) for run_id in run_ids))
+        skip = [str(state) for state in unless]
+        r = schema.runs
+        changed: set[str] = set()
+        with self._writer.begin() as conn:
+            for chunk in _chunks(wanted, _BULK_CHUNK):
+                condition = r.c.run_id.in_(chunk)
+                if skip:
+                    condition &= r.c.status.not_in(skip)
+                ids = [row.run_id for row in conn.execute(select(r.c.run_id).where(condition))]
+                if ids:
+                    conn.execute(update(r).where(r.c.run_id.in_(ids)).values(status=status, updated_at=_now()))
+                changed.update(ids)
+        return [run_id for run_id in wanted if run_id in changed]
+
     # ------------------------------------------------------------------ attempts
 
     @retried
