@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lsbench.optim._batches import BatchGroup
 from lsbench.optim._linesearch import (
     Closure,
     LineSearchOptimizer,
@@ -113,7 +114,10 @@ class LABPAL(LineSearchOptimizer):
     Closure calls: once per step, plus two more calls of each stored closure at the end of a measurement (the
     probes), i.e. :math:`2 n_a k` extra forward passes per measurement. Closures are kept until the measurement
     ends; :meth:`state_dict` stores their batches through ``closure.snapshot()`` and a restored optimizer rebuilds
-    them with ``closure.replay(snapshot)`` (:class:`lsbench.optim.closure.BatchClosure` provides both).
+    them with ``closure.replay(snapshot)`` (:class:`lsbench.optim.closure.BatchClosure` provides both). The
+    closures and the gradient sums of a batch group are kept by :class:`lsbench.optim._batches.BatchGroup`, as in
+    the noise adaptation; a parameter that gets no gradient from some batch of a group counts as a zero gradient
+    there.
 
     The reported effective learning rate is λ (SGD) or :math:`s/\lVert G_t\rVert` of the latest update (NSGD),
     zero before the first measurement.
@@ -211,8 +215,7 @@ class LABPAL(LineSearchOptimizer):
             history_steps=[],
             history_lrs=[],
         )
-        self._closures: list[Closure] = []
-        self._pending_snapshots: list[dict[str, Any]] | None = None
+        self._batches = BatchGroup("grad_sum", "a running LABPAL measurement")
 
     # -- phases -----------------------------------------------------------------------------------------------
 
@@ -223,11 +226,11 @@ class LABPAL(LineSearchOptimizer):
             self.state[p].pop("line", None)
         shared["loss_sum"].zero_()
         shared["loss_count"].zero_()
-        self._closures = []
+        self._batches.clear()
 
     def _start_training(self) -> None:
         self.shared.update(measuring=False, count=0)
-        self._closures = []
+        self._batches.clear()
 
     def _apply_schedule(self) -> None:
         shared = self.shared
@@ -259,22 +262,18 @@ class LABPAL(LineSearchOptimizer):
         """
         loss = self._loss_and_grad(closure)
         if self.shared["k"] > 1:
-            params, grads = self._params_with_grad()
-            sums = [self.state[p].get("grad_sum") for p in params]
-            if self.shared["count"] == 1 or any(s is None for s in sums):
-                for p, g in zip(params, grads, strict=True):
-                    self.state[p]["grad_sum"] = g.clone()
-            else:
-                torch._foreach_add_(sums, grads)
+            self._batches.add_gradients(self.state, *self._params_with_grad(), first=self.shared["count"] == 1)
         return loss
 
     def _direction(self) -> tuple[list[Tensor], list[Tensor], Tensor, Tensor]:
         """Parameters, direction, its norm and the directional derivative, from the current batch group."""
         group = self.param_groups[0]
-        params, grads = self._params_with_grad()
         k = self.shared["k"]
         if k > 1:
-            grads = torch._foreach_div([self.state[p]["grad_sum"] for p in params], float(k))
+            params, sums = self._batches.pop_gradients(self.state, self._params)
+            grads = torch._foreach_div(sums, float(k))
+        else:
+            params, grads = self._params_with_grad()
         if group["momentum"] != 0:
             direction = [self.state[p].setdefault("direction", torch.zeros_like(p)) for p in params]
             torch._foreach_mul_(direction, group["momentum"])
@@ -291,8 +290,7 @@ class LABPAL(LineSearchOptimizer):
 
     @torch.no_grad()
     def step(self, closure: Closure) -> Tensor:  # type: ignore[override]
-        if self._pending_snapshots is not None:
-            self._rebuild_closures(closure)
+        self._batches.resume(closure)
         self._apply_schedule()
         shared = self.shared
         if not shared["measuring"] and shared["count"] == 0 and self._measurement_due():
@@ -307,7 +305,7 @@ class LABPAL(LineSearchOptimizer):
     def _measurement_step(self, closure: Closure) -> tuple[Tensor, bool]:
         shared, group = self.shared, self.param_groups[0]
         shared["count"] += 1
-        self._closures.append(closure)
+        self._batches.add(closure)
         k = shared["k"]
         if shared["count"] <= k:
             loss = self._accumulate(closure)
@@ -338,7 +336,7 @@ class LABPAL(LineSearchOptimizer):
             self._start_training()
 
     def _mean_probe_loss(self) -> Tensor:
-        return torch.stack([self._loss(c) for c in self._closures]).nanmean()
+        return self._batches.losses(self._loss).nanmean()
 
     def _finish_measurement(self) -> bool:
         shared, group = self.shared, self.param_groups[0]
@@ -401,22 +399,7 @@ class LABPAL(LineSearchOptimizer):
     # -- checkpointing ----------------------------------------------------------------------------------------
 
     def _shared_for_saving(self) -> dict[str, Any]:
-        snapshots = []
-        for closure in self._closures:
-            if not hasattr(closure, "snapshot"):
-                raise TypeError(
-                    "LABPAL can only save a running measurement whose closures provide snapshot()/replay(); "
-                    "build closures with lsbench.optim.ClosureFactory"
-                )
-            snapshots.append(closure.snapshot())
-        return {**self.shared, "closures": snapshots}
+        return {**self.shared, "closures": self._batches.snapshot()}
 
     def _after_load_shared(self) -> None:
-        self._pending_snapshots = self.shared.pop("closures")
-        self._closures = []
-
-    def _rebuild_closures(self, closure: Closure) -> None:
-        snapshots, self._pending_snapshots = self._pending_snapshots, None
-        if snapshots and not hasattr(closure, "replay"):
-            raise TypeError("resuming a LABPAL measurement needs closures with replay(); use ClosureFactory")
-        self._closures = [closure.replay(s) for s in snapshots]  # type: ignore[attr-defined]
+        self._batches.load(self.shared.pop("closures", []))

@@ -31,7 +31,8 @@ the batch shrinks or the training set grows. LABPAL keeps the noise scale of its
   batch forward and backward pass (the surrogate counts none, a recomputed mean counts :math:`k`).
 * **checkpoints.** A ``state_dict`` taken in the middle of a group stores the gradient sums (per-parameter
   state), the loss sum and the stored batches (``closure.snapshot()``); the restored optimizer rebuilds them
-  with ``closure.replay(snapshot)`` at its next step, as LABPAL does, so the continuation is bit-identical.
+  with ``closure.replay(snapshot)`` at its next step, so the continuation is bit-identical. The closures and
+  gradient sums of a group are kept by :class:`lsbench.optim._batches.BatchGroup`, the helper LABPAL uses too.
 
 Optimizer-specific adjustment: an inner ``batches_per_epoch`` setting (SLS's step-size reset) is divided by
 :math:`k`, because the wrapped optimizer sees one step per :math:`k` batches.
@@ -60,6 +61,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from lsbench.optim._batches import BatchGroup, stack_losses
 from lsbench.optim._linesearch import Closure, LineSearchOptimizer, check_positive, flat_dot
 from lsbench.optim.closure import BatchClosure
 from lsbench.optim.labpal import noise_adaptation_factor
@@ -123,10 +125,10 @@ class MeanClosure:
                     return loss
                 inner = flat_dot(params, grad_sums) / len(self.closures)
                 return loss + (inner - inner.detach())  # value: exactly ``loss``; gradient: the mean gradient
-        losses = [closure() for closure in self.closures]
+        losses = stack_losses(self.closures)
         self.forwards += len(losses)
         self.graphs = len(losses) if torch.is_grad_enabled() else 0
-        return torch.stack(losses).sum() / len(losses)
+        return losses.sum() / len(losses)
 
 
 def pool_batches(closures: Sequence[Closure]) -> BatchClosure:
@@ -186,8 +188,7 @@ class NoiseAdaptation(LineSearchOptimizer):
         if k > 1 and "batches_per_epoch" in group:
             group["batches_per_epoch"] = max(1, group["batches_per_epoch"] // k)
         self.shared.update(noise_count=0, noise_loss_sum=self._scalar(0.0))
-        self._noise_closures: list[Closure] = []
-        self._noise_snapshots: list[dict[str, Any]] | None = None
+        self._noise_batches = BatchGroup("noise_grad_sum", "a partial batch group of a noise-adapted optimizer")
 
     @property
     def collected_batches(self) -> int:
@@ -201,26 +202,17 @@ class NoiseAdaptation(LineSearchOptimizer):
         k = self.batches_per_update
         if k == 1:
             return super().step(closure)
-        if self._noise_snapshots is not None:
-            self._replay(closure)
+        batches = self._noise_batches
+        batches.resume(closure)
         shared = self.shared
         shared["noise_count"] += 1
         first = shared["noise_count"] == 1
-        self._noise_closures.append(closure)
+        batches.add(closure)
         if self.pooled:
             return self._pooled_step(closure)
         loss = LineSearchOptimizer._loss_and_grad(self, closure)
-        params, grads = self._params_with_grad()
-        for p, g in zip(params, grads, strict=True):
-            state = self.state[p]
-            if first or "noise_grad_sum" not in state:
-                state["noise_grad_sum"] = g.clone()
-            else:
-                state["noise_grad_sum"].add_(g)
+        batches.add_gradients(self.state, *self._params_with_grad(), first=first)
         if first:
-            for p in self._params:
-                if p.grad is None:
-                    self.state[p].pop("noise_grad_sum", None)
             shared["noise_loss_sum"] = loss.to(shared["noise_loss_sum"].dtype)
         else:
             shared["noise_loss_sum"] = shared["noise_loss_sum"] + loss
@@ -228,13 +220,9 @@ class NoiseAdaptation(LineSearchOptimizer):
             self._report(shared["effective_lr"], self._flags[False])
             return loss
 
-        summed = [p for p in self._params if "noise_grad_sum" in self.state[p]]
-        mean = MeanClosure(
-            self._noise_closures,
-            (shared["noise_loss_sum"] / k, summed, [self.state[p].pop("noise_grad_sum") for p in summed]),
-        )
+        summed, sums = batches.pop_gradients(self.state, self._params)
+        mean = MeanClosure(batches.take(), (shared["noise_loss_sum"] / k, summed, sums))
         shared["noise_count"] = 0
-        self._noise_closures = []
         super().step(mean)
         return loss
 
@@ -247,9 +235,8 @@ class NoiseAdaptation(LineSearchOptimizer):
         if shared["noise_count"] < self.batches_per_update:
             self._report(shared["effective_lr"], self._flags[False])
             return loss
-        pooled = pool_batches(self._noise_closures)
+        pooled = pool_batches(self._noise_batches.take())
         shared["noise_count"] = 0
-        self._noise_closures = []
         super().step(pooled)
         return loss
 
@@ -280,26 +267,11 @@ class NoiseAdaptation(LineSearchOptimizer):
     # -- checkpointing ----------------------------------------------------------------------------------------
 
     def _shared_for_saving(self) -> dict[str, Any]:
-        snapshots = []
-        for closure in self._noise_closures:
-            if not hasattr(closure, "snapshot"):
-                raise TypeError(
-                    "a noise-adapted optimizer can only save a partial batch group whose closures provide "
-                    "snapshot()/replay(); build closures with lsbench.optim.ClosureFactory"
-                )
-            snapshots.append(closure.snapshot())
-        return {**super()._shared_for_saving(), "noise_closures": snapshots}
+        return {**super()._shared_for_saving(), "noise_closures": self._noise_batches.snapshot()}
 
     def _after_load_shared(self) -> None:
         super()._after_load_shared()
-        self._noise_snapshots = self.shared.pop("noise_closures", [])
-        self._noise_closures = []
-
-    def _replay(self, closure: Closure) -> None:
-        snapshots, self._noise_snapshots = self._noise_snapshots, None
-        if snapshots and not hasattr(closure, "replay"):
-            raise TypeError("resuming a partial batch group needs closures with replay(); use ClosureFactory")
-        self._noise_closures = [closure.replay(s) for s in snapshots]  # type: ignore[attr-defined]
+        self._noise_batches.load(self.shared.pop("noise_closures", []))
 
 
 _ADAPTED: dict[tuple[type, bool], type] = {}
