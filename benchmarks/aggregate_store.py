@@ -19,12 +19,12 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy
 
 from lsbench.report import aggregate, format_table, write_reports
+from lsbench.runs import RunSpec
 from lsbench.store import Store
 from lsbench.sweep.cli import sweep_outcomes
 
@@ -33,24 +33,11 @@ OPTIMIZERS = ("sgd", "adam", "rmsprop", "pal", "sls")
 SEEDS = (1, 2, 3, 4, 5)
 
 
-@dataclass(frozen=True)
-class Spec:
-    run_id: str
-    problem: str
-    optimizer: str
-    hparams: dict
-    seed: int
-    steps: int = 150_000
-    eval_every: int = 500
-    batch_size: int = 128
-    weight_decay: float = 1e-4
-
-
 def fill(store: Store, runs: int, points: int) -> None:
     rng = random.Random(0)
     per_cell = runs // (len(PROBLEMS) * len(OPTIMIZERS) * len(SEEDS))
     specs = [
-        Spec(f"{p}{o}{k}s{s}", problem, optimizer, {"lr": 10 ** (-k / 20)}, seed)
+        RunSpec(f"{p}{o}{k}s{s}", problem, optimizer, {"lr": 10 ** (-k / 20)}, seed, 150_000, 500, 128, 1e-4)
         for p, problem in enumerate(PROBLEMS)
         for o, optimizer in enumerate(OPTIMIZERS)
         for k in range(per_cell)

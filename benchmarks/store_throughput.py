@@ -28,30 +28,18 @@ import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import sqlalchemy
 
+from lsbench.runs import RunSpec
 from lsbench.store import Store
 from lsbench.store.spool import SpoolWriter, ingest
 
 SWEEP = "throughput"
 NAMES = tuple(f"metric_{i}" for i in range(10))
 SPOOL_PREFIX = "spool+"
-
-
-@dataclass(frozen=True)
-class Spec:
-    run_id: str
-    problem: str = "digits_mlp"
-    optimizer: str = "sgd"
-    hparams: dict = field(default_factory=dict)
-    seed: int = 1
-    steps: int = 1000
-    eval_every: int = 10
-    batch_size: int = 32
-    weight_decay: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -128,7 +116,9 @@ def run(url: str, writers: int, rows: int, kill: int = 0, sweep_dir: str | None 
         sweep_dir = sweep_dir or scratch
         store = Store(url.removeprefix(SPOOL_PREFIX))
         store.upsert_sweep(SWEEP, "0" * 64, "", sweep_dir, "bench")
-        store.add_runs(SWEEP, [Spec(run_id(w)) for w in range(writers)])
+        store.add_runs(
+            SWEEP, [RunSpec(run_id(w), "digits_mlp", "sgd", {}, 1, 1000, 10, 32, 0.0) for w in range(writers)]
+        )
         context = multiprocessing.get_context("fork")
         stop = context.Event()
         reader = context.Process(target=_reader, args=(url, sweep_dir, stop))

@@ -36,7 +36,7 @@ DEMO_RUNS = (
 
 def run_demo(seed: int = 1, problem: str = PROBLEM) -> list[tuple[DemoRun, TrainResult]]:
     """Train every demo run on ``problem`` and return the results in table order."""
-    return [(run, train(TrainConfig(problem, run.optimizer, dict(run.hparams), seed=seed))) for run in DEMO_RUNS]
+    return [(run, train(TrainConfig.create(problem, run.optimizer, dict(run.hparams), seed=seed))) for run in DEMO_RUNS]
 
 
 def format_table(results: list[tuple[DemoRun, TrainResult]]) -> str:

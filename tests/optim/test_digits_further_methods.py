@@ -17,6 +17,6 @@ THESIS_GRID_POINTS = {
 
 @pytest.mark.parametrize("name", sorted(THESIS_GRID_POINTS))
 def test_trains_digits_to_85_percent(name):
-    result = train(TrainConfig("digits_mlp", name, THESIS_GRID_POINTS[name], seed=1))
+    result = train(TrainConfig.create("digits_mlp", name, THESIS_GRID_POINTS[name], seed=1))
     assert result.status == "completed" and result.steps_done == 600
     assert result.final["test_acc"] >= 0.85, result.final

@@ -263,6 +263,6 @@ def test_trains_digits_mlp():
 
     # a thesis-grid point (C.4.1: c1 ∈ {0.3, 0.4}, cW ∈ {0.1, 0.2}, α0 ∈ {0.001, …, 1}, β ∈ {0, 0.4, 0.9})
     hparams = {"armijo_constant": 0.3, "acceptance_threshold": 0.2, "initial_step_size": 0.1, "momentum": 0.4}
-    result = train(TrainConfig("digits_mlp", "pls", hparams, seed=1))
+    result = train(TrainConfig.create("digits_mlp", "pls", hparams, seed=1))
     assert result.status == "completed"
     assert result.final["test_acc"] >= 0.85

@@ -55,7 +55,7 @@ def test_tolstoi_epoch_arithmetic_behind_its_budget():
 
 
 def _config(name, data_dir, **changes):
-    return TrainConfig(name, "sgd", {}, steps=1, eval_every=1, batch_size=2, data_dir=str(data_dir), **changes)
+    return TrainConfig.create(name, "sgd", {}, steps=1, eval_every=1, batch_size=2, data_dir=str(data_dir), **changes)
 
 
 def _finite_step(result):
@@ -105,14 +105,14 @@ def test_streamed_imagenet_problem_trains_and_evaluates_through_the_trainer(tmp_
     assert (problem.train_size, len(problem.validation), len(problem.test), problem.num_classes) == (6, 6, 3, 3)
     inputs, targets = problem.train.next_batch()
     assert inputs.shape == (2, 3, 224, 224) and targets.dtype == torch.int64
-    result = train(TrainConfig(imagenet_cnn, "sgd", {"lr": 0.01}, data_dir=str(tmp_path)))
+    result = train(TrainConfig.create(imagenet_cnn, "sgd", {"lr": 0.01}, data_dir=str(tmp_path)))
     assert result.status == "completed" and len(result.history) == 1
     assert all(math.isfinite(result.final[key]) for key in ("train_loss", "val_loss", "test_loss"))
 
 
 def test_streamed_problem_resumes_from_a_checkpoint_with_the_same_batches(tmp_path, imagenet_cnn):
     write_image_folder(tmp_path / "data")
-    config = TrainConfig(imagenet_cnn, "sgd", {"lr": 0.01}, data_dir=str(tmp_path / "data"), checkpoint_every=1)
+    config = TrainConfig.create(imagenet_cnn, "sgd", {"lr": 0.01}, data_dir=str(tmp_path / "data"), checkpoint_every=1)
     whole = train(config, tmp_path / "whole")
     calls = iter(range(100))
     stopped = train(config, tmp_path / "resumed", should_stop=lambda: next(calls) == 1)  # after step 2

@@ -2,10 +2,10 @@
 
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from tests.factories import run_spec
 
 from lsbench.store import Store
 from lsbench.sweep.backends.slurm import SlurmBackend
@@ -81,19 +81,6 @@ def test_an_element_slurm_does_not_list_is_cancelled_lost_or_on_its_way():
     assert reconcile("completed", None, recently_submitted=False) is None
 
 
-@dataclass(frozen=True)
-class Spec:
-    run_id: str
-    problem: str = "digits_mlp"
-    optimizer: str = "sgd"
-    hparams: dict = field(default_factory=dict)
-    seed: int = 1
-    steps: int = 40
-    eval_every: int = 20
-    batch_size: int = 32
-    weight_decay: float = 0.0
-
-
 def sweep_with_snapshot(tmp_path: Path, states: dict[str, str], asked: float) -> tuple[SweepDir, Store]:
     """A Slurm sweep of runs r0, r1, ... in one array, with a cached scheduler snapshot taken at ``asked``."""
     sweep = SweepDir(tmp_path / "s")
@@ -102,7 +89,7 @@ def sweep_with_snapshot(tmp_path: Path, states: dict[str, str], asked: float) ->
     sweep.write_meta({"name": "s", "grid_hash": "0" * 64, "store": url, "backend": "slurm", "spool": False})
     store = Store(url)
     store.upsert_sweep("s", "0" * 64, "", str(sweep.path), "slurm")
-    store.add_runs("s", [Spec(f"r{i}") for i in range(len(states))])
+    store.add_runs("s", [run_spec(f"r{i}", optimizer="sgd", hparams={}) for i in range(len(states))])
     tasks = [[[i, f"r{i}"]] for i in range(len(states))]
     jobs = {"arrays": [{"job_id": "7", "submission": 1, "tasks": tasks, "submitted_at": asked - 600}]}
     (sweep.path / "slurm" / "jobs.json").write_text(json.dumps(jobs))

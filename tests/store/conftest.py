@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
+from tests.factories import run_spec
 
+from lsbench.runs import RunSpec
 from lsbench.store import Store
 
 
-@dataclass(frozen=True)
-class Spec:
-    """The attributes of lsbench.sweep.plan.RunSpec that the store reads."""
-
-    run_id: str
-    problem: str = "digits_mlp"
-    optimizer: str = "pal"
-    hparams: dict[str, Any] = field(default_factory=lambda: {"mu": 0.1, "s_max": 10.0})
-    seed: int = 1
-    steps: int = 100
-    eval_every: int = 10
-    batch_size: int = 32
-    weight_decay: float = 1e-4
-
-
 @pytest.fixture
-def make_spec() -> Callable[..., Spec]:
-    return Spec
+def make_spec() -> Callable[..., RunSpec]:
+    return run_spec
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -5,29 +5,20 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import timezone
-from typing import Any
 
 import pytest
 from sqlalchemy import create_engine
 from sqlalchemy.pool import NullPool
+from tests.factories import run_spec
 
+from lsbench.runs import RunSpec
 from lsbench.store import Store, current_revision
 from lsbench.store.migrate import HEAD_REVISION
 
 
-@dataclass(frozen=True)
-class Spec:
-    run_id: str
-    problem: str = "digits_mlp"
-    optimizer: str = "sgd"
-    hparams: dict[str, Any] = field(default_factory=lambda: {"lr": 0.1})
-    seed: int = 1
-    steps: int = 100
-    eval_every: int = 10
-    batch_size: int = 32
-    weight_decay: float = 0.0
+def spec(run_id: str, **changes: object) -> RunSpec:
+    return run_spec(run_id, **{"optimizer": "sgd", "hparams": {"lr": 0.1}, "weight_decay": 0.0, **changes})
 
 
 @pytest.fixture
@@ -50,9 +41,9 @@ def test_round_trip_on_postgres(pg_url: str) -> None:
     with Store(pg_url) as store:
         store.upsert_sweep("pg", "h", "t", "/d", "slurm")
         store.upsert_sweep("pg", "h2", "t", "/d", "slurm")
-        specs = [Spec(run_id=f"{i:016x}", seed=i) for i in range(4)]
+        specs = [spec(run_id=f"{i:016x}", seed=i) for i in range(4)]
         assert store.add_runs("pg", specs) == [0, 1, 2, 3]
-        assert store.add_runs("pg", [Spec(run_id="new0000000000000"), *specs]) == [4, 0, 1, 2, 3]
+        assert store.add_runs("pg", [spec(run_id="new0000000000000"), *specs]) == [4, 0, 1, 2, 3]
 
         rid = specs[0].run_id
         store.add_metrics(rid, 10, {"train_loss": 0.5, "val_acc": math.nan})
@@ -86,8 +77,8 @@ def test_round_trip_on_postgres(pg_url: str) -> None:
 def test_concurrent_add_runs_on_postgres(pg_url: str) -> None:
     with Store(pg_url) as store:
         store.upsert_sweep("pg", "h", "t", "/d", "slurm")
-        shared = [Spec(run_id=f"s{i:015x}") for i in range(5)]
-        batches = [shared + [Spec(run_id=f"t{t}{i:014x}") for i in range(25)] for t in range(4)]
+        shared = [spec(run_id=f"s{i:015x}") for i in range(5)]
+        batches = [shared + [spec(run_id=f"t{t}{i:014x}") for i in range(25)] for t in range(4)]
         with ThreadPoolExecutor(4) as pool:
             results = list(pool.map(lambda specs: store.add_runs("pg", specs), batches))
         assert len({tuple(r[:5]) for r in results}) == 1

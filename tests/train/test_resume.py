@@ -34,7 +34,7 @@ def stop_after(steps: int):
 
 @pytest.fixture(scope="module")
 def pal_reference(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainConfig, Path, TrainResult]:
-    config = TrainConfig("digits_mlp", "pal", PAL, seed=4, steps=160, eval_every=40, checkpoint_every=30)
+    config = TrainConfig.create("digits_mlp", "pal", PAL, seed=4, steps=160, eval_every=40, checkpoint_every=30)
     out = tmp_path_factory.mktemp("reference")
     return config, out, train(config, out)
 
@@ -74,26 +74,28 @@ def test_truncated_newest_checkpoint_falls_back_to_the_previous_one(
 def test_unreadable_checkpoints_start_the_run_afresh(tmp_path: Path) -> None:
     for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
         (tmp_path / name).write_bytes(b"not a checkpoint")
-    result = train(TrainConfig("synthetic_mlp", "sgd", steps=20, eval_every=10, checkpoint_every=10), tmp_path)
+    result = train(TrainConfig.create("synthetic_mlp", "sgd", steps=20, eval_every=10, checkpoint_every=10), tmp_path)
     assert result.status == "completed"
     assert result.resumed_from_step is None
     assert load_checkpoint(tmp_path)[0]["step"] == 10
 
 
 def test_checkpoint_of_another_run_is_refused(tmp_path: Path) -> None:
-    config = TrainConfig("synthetic_mlp", "sgd", {"lr": 0.1}, steps=20, eval_every=10, checkpoint_every=5)
+    config = TrainConfig.create("synthetic_mlp", "sgd", {"lr": 0.1}, steps=20, eval_every=10, checkpoint_every=5)
     train(config, tmp_path, should_stop=stop_after(5))
 
-    other = TrainConfig("synthetic_mlp", "sgd", {"lr": 0.2}, steps=20, eval_every=10, checkpoint_every=5)
+    other = TrainConfig.create("synthetic_mlp", "sgd", {"lr": 0.2}, steps=20, eval_every=10, checkpoint_every=5)
     with pytest.raises(CheckpointMismatchError, match=r"hparams=.*'lr': 0\.1"):
         train(other, tmp_path)
     # Where and how often it checkpoints does not change what a run computes: it may resume with other values.
-    same_run = TrainConfig("synthetic_mlp", "sgd", {}, steps=20, eval_every=10, checkpoint_every=7, data_dir="x")
+    same_run = TrainConfig.create("synthetic_mlp", "sgd", {}, steps=20, eval_every=10, checkpoint_every=7, data_dir="x")
     assert train(same_run, tmp_path).resumed_from_step == 5
 
 
 def test_no_checkpoints_unless_asked(tmp_path: Path) -> None:
-    result = train(TrainConfig("synthetic_mlp", "sgd", steps=20, eval_every=10), tmp_path, should_stop=stop_after(5))
+    result = train(
+        TrainConfig.create("synthetic_mlp", "sgd", steps=20, eval_every=10), tmp_path, should_stop=stop_after(5)
+    )
     assert result.status == "interrupted"
     assert load_checkpoint(tmp_path) is None
 
@@ -103,11 +105,11 @@ def test_no_checkpoints_unless_asked(tmp_path: Path) -> None:
 
 KILL_CASES = {
     # A checkpoint at 150 lies between the evaluations at 100 and 200, so the window sums must survive too.
-    "pal": TrainConfig("digits_mlp", "pal", PAL, seed=1, steps=400, eval_every=100, checkpoint_every=150),
+    "pal": TrainConfig.create("digits_mlp", "pal", PAL, seed=1, steps=400, eval_every=100, checkpoint_every=150),
     # LABPAL measures 4 batches every 20 updates; at 50 % of the budget (step 200) its batch-size schedule
     # doubles k and starts a measurement over 8 batches. The only checkpoint, after step 201, lands inside it,
     # with one of the two gradients of the first batch group accumulated and the measurement batches pending.
-    "labpal_nsgd": TrainConfig(
+    "labpal_nsgd": TrainConfig.create(
         "digits_mlp",
         "labpal_nsgd",
         {"sgd_steps": 20, "approximation_batch_size": 4 * 64, "untrustworthy_updates": 3},
@@ -120,10 +122,25 @@ KILL_CASES = {
 
 
 def cli_command(config: TrainConfig, out: Path) -> list[str]:
-    command = [sys.executable, "-m", "lsbench.train.cli", "--problem", config.problem, "--optimizer", config.optimizer]
-    for key, value in config.hparams.items():
+    command = [
+        sys.executable,
+        "-m",
+        "lsbench.train.cli",
+        "--problem",
+        config.run.problem,
+        "--optimizer",
+        config.run.optimizer,
+    ]
+    for key, value in config.run.hparams.items():
         command += ["--set", f"{key}={value}"]
-    command += ["--seed", str(config.seed), "--steps", str(config.steps), "--eval-every", str(config.eval_every)]
+    command += [
+        "--seed",
+        str(config.run.seed),
+        "--steps",
+        str(config.run.steps),
+        "--eval-every",
+        str(config.run.eval_every),
+    ]
     return [*command, "--checkpoint-every", str(config.checkpoint_every), "--out", str(out)]
 
 
@@ -184,8 +201,8 @@ def test_killed_training_process_resumes_bitwise_identically(
     tmp_path: Path, name: str, killed_runs: dict[str, Killed], assert_same_run
 ) -> None:
     config, (out, checkpoint, restart) = KILL_CASES[name], killed_runs[name]
-    assert checkpoint["step"] < config.steps
-    if config.optimizer.startswith("labpal"):
+    assert checkpoint["step"] < config.run.steps
+    if config.run.optimizer.startswith("labpal"):
         shared = checkpoint["optimizer"]["shared"]
         assert shared["measuring"], f"the checkpoint at step {checkpoint['step']} is not inside a measurement"
         assert shared["closures"], "a measurement in progress keeps its batches"

@@ -14,7 +14,7 @@ PAL = {"measuring_step_size": 0.1, "update_step_adaptation": 1.0}
 
 def test_sgd_learns_digits_and_reports_every_evaluation_point(tmp_path: Path) -> None:
     points = []
-    config = TrainConfig("digits_mlp", "sgd", {"lr": 0.1}, seed=1, steps=300, eval_every=100)
+    config = TrainConfig.create("digits_mlp", "sgd", {"lr": 0.1}, seed=1, steps=300, eval_every=100)
     result = train(config, tmp_path, on_eval=points.append)
 
     assert result.status == "completed"
@@ -41,33 +41,38 @@ def test_sgd_learns_digits_and_reports_every_evaluation_point(tmp_path: Path) ->
 
 
 def test_budget_not_a_multiple_of_the_interval_still_ends_with_an_evaluation() -> None:
-    result = train(TrainConfig("synthetic_mlp", "sgd", seed=2, steps=50, eval_every=20))
+    result = train(TrainConfig.create("synthetic_mlp", "sgd", seed=2, steps=50, eval_every=20))
     assert [p["step"] for p in result.history] == [20, 40, 50]
     assert result.history[-1]["updates"] == 10
     assert result.history[-1]["forward_passes"] == 50
 
 
 def test_problem_defaults_fill_unset_settings() -> None:
-    config = TrainConfig("synthetic_mlp", "adam").resolved()
-    assert (config.steps, config.eval_every, config.batch_size, config.weight_decay) == (500, 100, 64, 0.0)
-    assert config.hparams["lr"] == 1e-3
+    config = TrainConfig.create("synthetic_mlp", "adam").resolved()
+    assert (config.run.steps, config.run.eval_every, config.run.batch_size, config.run.weight_decay) == (
+        500,
+        100,
+        64,
+        0.0,
+    )
+    assert config.run.hparams["lr"] == 1e-3
     assert config.device == "cpu"
 
 
 def test_same_config_gives_bitwise_identical_runs(tmp_path: Path, assert_same_run) -> None:
-    config = TrainConfig("digits_mlp", "pal", PAL, seed=3, steps=120, eval_every=40, weight_decay=1e-4)
+    config = TrainConfig.create("digits_mlp", "pal", PAL, seed=3, steps=120, eval_every=40, weight_decay=1e-4)
     first = train(config, tmp_path / "a")
     second = train(config, tmp_path / "b")
     assert_same_run(tmp_path / "a", tmp_path / "b", first.to_dict(), second.to_dict())
 
 
 def test_other_seed_gives_another_run() -> None:
-    runs = [train(TrainConfig("synthetic_mlp", "sgd", seed=seed, steps=20, eval_every=20)) for seed in (1, 2)]
+    runs = [train(TrainConfig.create("synthetic_mlp", "sgd", seed=seed, steps=20, eval_every=20)) for seed in (1, 2)]
     assert runs[0].final["train_loss"] != runs[1].final["train_loss"]
 
 
 def test_absurd_learning_rate_diverges_cleanly_and_stops_early(tmp_path: Path) -> None:
-    config = TrainConfig("digits_mlp", "sgd", {"lr": 1e6}, seed=1, steps=300, eval_every=50)
+    config = TrainConfig.create("digits_mlp", "sgd", {"lr": 1e6}, seed=1, steps=300, eval_every=50)
     result = train(config, tmp_path)
 
     assert result.status == "diverged"
@@ -84,7 +89,7 @@ def test_the_first_bad_step_is_exact() -> None:
     """Training one step less than the reported first bad step stays finite; training up to it does not."""
 
     def run(steps: int) -> TrainResult:
-        return train(TrainConfig("digits_mlp", "sgd", {"lr": 1e6}, seed=1, steps=steps, eval_every=100))
+        return train(TrainConfig.create("digits_mlp", "sgd", {"lr": 1e6}, seed=1, steps=steps, eval_every=100))
 
     bad = run(100).diverged_at_step
     assert bad is not None and bad > 1
@@ -95,7 +100,10 @@ def test_the_first_bad_step_is_exact() -> None:
 def test_weight_decay_shrinks_the_parameters(tmp_path: Path) -> None:
     def final_norm(weight_decay: float) -> float:
         out = tmp_path / str(weight_decay)
-        train(TrainConfig("synthetic_mlp", "sgd", seed=1, steps=100, eval_every=100, weight_decay=weight_decay), out)
+        train(
+            TrainConfig.create("synthetic_mlp", "sgd", seed=1, steps=100, eval_every=100, weight_decay=weight_decay),
+            out,
+        )
         params = torch.load(out / FINAL_MODEL_FILE)
         return torch.stack([p.norm() for p in params.values()]).norm().item()
 
@@ -104,7 +112,7 @@ def test_weight_decay_shrinks_the_parameters(tmp_path: Path) -> None:
 
 def test_labpal_noise_factor_rescales_the_budget() -> None:
     hparams = {"noise_factor": 0.5, "sgd_steps": 5, "approximation_batch_size": 128, "untrustworthy_updates": 2}
-    result = train(TrainConfig("synthetic_mlp", "labpal_sgd", hparams, seed=1, steps=80, eval_every=20))
+    result = train(TrainConfig.create("synthetic_mlp", "labpal_sgd", hparams, seed=1, steps=80, eval_every=20))
     assert result.status == "completed"
     assert result.steps_done == result.total_steps == 40
     assert [p["step"] for p in result.history] == [20, 40]
@@ -132,7 +140,7 @@ def test_steps_do_not_read_values_from_the_device(monkeypatch: pytest.MonkeyPatc
 
     def reads_for(steps: int) -> int:
         nonlocal reads
-        config = TrainConfig(
+        config = TrainConfig.create(
             "synthetic_mlp", optimizer, PAL if optimizer == "pal" else {}, steps=steps, eval_every=steps
         )
         reads = 0
@@ -144,7 +152,7 @@ def test_steps_do_not_read_values_from_the_device(monkeypatch: pytest.MonkeyPatc
 
 
 def test_config_round_trips_through_json() -> None:
-    config = TrainConfig(
+    config = TrainConfig.create(
         "digits_cnn", "labpal_nsgd", {"batch_size_schedule": [[0.0, 1], [0.5, 2]]}, seed=3, steps=10, device="auto"
     )
     assert TrainConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
@@ -168,13 +176,13 @@ def test_config_round_trips_through_json() -> None:
 def test_invalid_configs_fail_before_any_data_is_loaded(changes: dict, message: str) -> None:
     fields = {"problem": "digits_mlp", "optimizer": "sgd", **changes}
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**fields)
+        TrainConfig.create(**fields)
 
 
 def test_from_dict_rejects_unknown_and_missing_keys() -> None:
-    with pytest.raises(ValueError, match="unknown TrainConfig keys: learning_rate"):
+    with pytest.raises(ValueError, match="unknown run fields: learning_rate"):
         TrainConfig.from_dict({"problem": "digits_mlp", "optimizer": "sgd", "learning_rate": 0.1})
-    with pytest.raises(ValueError, match="missing TrainConfig keys: optimizer"):
+    with pytest.raises(ValueError, match="missing run fields: optimizer"):
         TrainConfig.from_dict({"problem": "digits_mlp"})
 
 

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from lsbench.problems.transforms import Augmentation
+from lsbench.runs.spec import SPLITS
 
 __all__ = [
     "DATASETS",
@@ -73,8 +74,7 @@ __all__ = [
     "svhn_split",
 ]
 
-SPLITS = ("default", "labpal")
-"""Split rules known to the loaders; not every dataset offers every rule."""
+# SPLITS (lsbench.runs.spec) are the split rules a run may name; not every dataset offers every rule.
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)

@@ -8,7 +8,7 @@ and :mod:`lsbench.store.migrate` for migrations.
 from lsbench.store.engine import redact_url
 from lsbench.store.migrate import current_revision, head_revision
 from lsbench.store.retry import StoreUnavailable
-from lsbench.store.rows import RUN_STATES, AttemptRow, MetricRow, RunRow, RunSpecLike, SweepRow
+from lsbench.store.rows import RUN_STATES, AttemptRow, MetricRow, RunRow, SweepRow
 from lsbench.store.store import Store
 
 __all__ = [
@@ -16,7 +16,6 @@ __all__ = [
     "AttemptRow",
     "MetricRow",
     "RunRow",
-    "RunSpecLike",
     "Store",
     "StoreUnavailable",
     "SweepRow",

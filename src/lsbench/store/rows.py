@@ -4,36 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Protocol
 
+from lsbench.runs.spec import IDENTITY_FIELDS, RunSpec
 from lsbench.runs.states import RUN_STATES as RUN_STATES  # re-exported: the store validates statuses
-
-
-class RunSpecLike(Protocol):
-    """What :meth:`Store.add_runs` reads from a run spec.
-
-    :class:`lsbench.sweep.plan.RunSpec` satisfies it; the store does not import the sweep package, so any object with
-    these attributes works (tests use a small local dataclass).
-    """
-
-    @property
-    def run_id(self) -> str: ...
-    @property
-    def problem(self) -> str: ...
-    @property
-    def optimizer(self) -> str: ...
-    @property
-    def hparams(self) -> dict[str, Any]: ...
-    @property
-    def seed(self) -> int: ...
-    @property
-    def steps(self) -> int: ...
-    @property
-    def eval_every(self) -> int: ...
-    @property
-    def batch_size(self) -> int: ...
-    @property
-    def weight_decay(self) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -47,23 +20,23 @@ class SweepRow:
     updated_at: datetime  # UTC, timezone-aware
 
 
-@dataclass(frozen=True)
-class RunRow:
-    run_id: str
+@dataclass(frozen=True, kw_only=True)
+class RunRow(RunSpec):
+    """A run as the store has it: its identity (every :class:`RunSpec` field) and its state."""
+
     index: int | None  # the run's index in the sweep it was read through; None from get_run (runs are global)
-    problem: str
-    optimizer: str
-    hparams: dict[str, Any]
-    seed: int
-    steps: int
-    eval_every: int
-    batch_size: int
-    weight_decay: float
     status: str
     step: int | None
     diverged_at_step: int | None
     summary: dict[str, float]
     updated_at: datetime  # UTC, timezone-aware
+
+    __hash__ = RunSpec.__hash__
+
+    @property
+    def spec(self) -> RunSpec:
+        """The run's identity alone."""
+        return RunSpec(**{f.name: getattr(self, f.name) for f in IDENTITY_FIELDS})
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ changed only by the Alembic migrations in ``migrations/versions`` (a test checks
 Tables:
 
 - ``sweeps``: one row per sweep name (grid hash and text, sweep directory, backend).
-- ``runs``: one row per run id, global across sweeps (a run shared by two grids is the same run).
+- ``runs``: one row per run id, global across sweeps (a run shared by two grids is the same run); its identity
+  columns are the fields of :class:`lsbench.runs.RunSpec`.
 - ``sweep_runs``: membership with a stable, append-only index per sweep (primary key (sweep, run_id), unique
   (sweep, idx)).
 - ``attempts``: one row per execution of a run, keyed (run_id, attempt_id).
@@ -20,7 +21,7 @@ Timestamps are UTC; JSON columns use the generic :class:`sqlalchemy.JSON` type (
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, get_type_hints
 
 from sqlalchemy import (
     JSON,
@@ -38,6 +39,8 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
+
+from lsbench.runs.spec import IDENTITY_FIELDS, RunSpec
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -88,18 +91,25 @@ sweeps = Table(
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
+
+def _identity_columns() -> list[Column[Any]]:
+    """One column per field of :class:`lsbench.runs.RunSpec`, so a new run field needs no edit here (only a
+    migration). Strings get their declared length; implicit fields a server default, which is what rows recorded
+    before the field existed hold."""
+    types = get_type_hints(RunSpec)
+    columns: list[Column[Any]] = []
+    for f in IDENTITY_FIELDS:
+        python_type = types[f.name]
+        column_type: Any = {str: String(f.metadata["max_length"]), int: Integer, float: Float}.get(python_type, JSON)
+        default = {"server_default": f.default} if f.metadata["implicit"] else {}
+        columns.append(Column(f.name, column_type, primary_key=f.name == "run_id", nullable=False, **default))
+    return columns
+
+
 runs = Table(
     "runs",
     metadata,
-    Column("run_id", String(64), primary_key=True),
-    Column("problem", String(128), nullable=False),
-    Column("optimizer", String(64), nullable=False),
-    Column("hparams", JSON, nullable=False),
-    Column("seed", Integer, nullable=False),
-    Column("steps", Integer, nullable=False),
-    Column("eval_every", Integer, nullable=False),
-    Column("batch_size", Integer, nullable=False),
-    Column("weight_decay", Float, nullable=False),
+    *_identity_columns(),
     Column("status", String(16), nullable=False),
     Column("step", Integer, nullable=True),
     Column("diverged_at_step", Integer, nullable=True),
@@ -107,6 +117,7 @@ runs = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+"""Identity columns (:data:`lsbench.runs.spec.IDENTITY_FIELDS`), then the run's state."""
 
 sweep_runs = Table(
     "sweep_runs",

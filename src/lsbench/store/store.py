@@ -21,11 +21,12 @@ from sqlalchemy import Row, Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, make_url
 
+from lsbench.runs.spec import IDENTITY_FIELDS, RunSpec
 from lsbench.store import schema
 from lsbench.store.engine import create_store_engine, redact_url, writer
 from lsbench.store.migrate import upgrade_to_head
 from lsbench.store.retry import retried
-from lsbench.store.rows import RUN_STATES, AttemptRow, MetricRow, RunRow, RunSpecLike, SweepRow
+from lsbench.store.rows import RUN_STATES, AttemptRow, MetricRow, RunRow, SweepRow
 
 SUPPORTED_DIALECTS = ("sqlite", "postgresql")
 _BULK_CHUNK = 10_000
@@ -179,7 +180,7 @@ class Store:
     # ------------------------------------------------------------------ runs
 
     @retried
-    def add_runs(self, sweep: str, specs: Sequence[RunSpecLike]) -> list[int]:
+    def add_runs(self, sweep: str, specs: Sequence[RunSpec]) -> list[int]:
         """Add runs to a sweep; returns the sweep index of every spec, in order.
 
         Indices start at 0 and are append-only: pairs (sweep, run_id) already present keep their index, new run ids
@@ -189,21 +190,13 @@ class Store:
         the sweep).
         """
         specs = list(specs)
-        first: dict[str, RunSpecLike] = {}
+        first: dict[str, RunSpec] = {}
         for spec in specs:
             first.setdefault(str(spec.run_id), spec)
         now = _now()
         run_rows = [
             {
-                "run_id": run_id,
-                "problem": str(spec.problem),
-                "optimizer": str(spec.optimizer),
-                "hparams": dict(spec.hparams),
-                "seed": int(spec.seed),
-                "steps": int(spec.steps),
-                "eval_every": int(spec.eval_every),
-                "batch_size": int(spec.batch_size),
-                "weight_decay": float(spec.weight_decay),
+                **spec.to_dict(),
                 "status": "planned",
                 "step": None,
                 "diverged_at_step": None,
@@ -211,7 +204,7 @@ class Store:
                 "created_at": now,
                 "updated_at": now,
             }
-            for run_id, spec in first.items()
+            for spec in first.values()
         ]
         sr = schema.sweep_runs
         with self._writer.begin() as conn:
@@ -236,16 +229,8 @@ class Store:
     def _run_row(row: Row[Any], index: int | None) -> RunRow:
         m = row._mapping
         return RunRow(
-            run_id=m["run_id"],
+            **{f.name: m[f.name] for f in IDENTITY_FIELDS},
             index=index,
-            problem=m["problem"],
-            optimizer=m["optimizer"],
-            hparams=dict(m["hparams"]),
-            seed=m["seed"],
-            steps=m["steps"],
-            eval_every=m["eval_every"],
-            batch_size=m["batch_size"],
-            weight_decay=m["weight_decay"],
             status=m["status"],
             step=m["step"],
             diverged_at_step=m["diverged_at_step"],

@@ -2,7 +2,7 @@
 policy and checkpoint/resume.
 
     >>> from lsbench.train import TrainConfig, train
-    >>> result = train(TrainConfig("digits_mlp", "sgd", {"lr": 0.1}, seed=1, steps=300))
+    >>> result = train(TrainConfig.create("digits_mlp", "sgd", {"lr": 0.1}, seed=1, steps=300))
     >>> result.status, result.final["test_acc"]
 
 :mod:`lsbench.train.cli` holds the ``lsbench train`` command.

@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from lsbench.train.trainer import TrainConfig, TrainResult, train
+from lsbench.sweep.protocol import EXIT_BAD_INPUT, EXIT_DONE
+from lsbench.train.trainer import CheckpointMismatchError, TrainConfig, TrainResult, train
 
 __all__ = ["add_train_parser", "main", "run_train"]
 
@@ -85,29 +86,37 @@ def run_train(args: argparse.Namespace) -> int:
     """Run the job described by parsed arguments; print a one-line summary. Returns the exit code.
 
     Invalid problems, optimizers, hyperparameters and a checkpoint of another run in ``--out`` are usage
-    errors: one line on stderr, exit code 2. A diverged run is a valid result and exits with 0.
+    errors: one line on stderr, exit code 2. An error raised while training is not bad input: it propagates
+    (traceback, exit code 1). A diverged run is a valid result and exits with 0.
     """
     try:
-        config = TrainConfig(
-            problem=args.problem,
-            optimizer=args.optimizer,
-            hparams=dict(args.hparams),
-            seed=args.seed,
+        config = TrainConfig.create(
+            args.problem,
+            args.optimizer,
+            dict(args.hparams),
+            args.seed,
             steps=args.steps,
             eval_every=args.eval_every,
             batch_size=args.batch_size,
             weight_decay=args.weight_decay,
+            split=args.split,
             checkpoint_every=args.checkpoint_every,
             device=args.device,
             data_dir=args.data_dir,
-            split=args.split,
         )
-        result = train(config, args.out)
     except ValueError as error:
-        print(f"lsbench train: error: {error}", file=sys.stderr)
-        return 2
+        return _bad_input(error)
+    try:
+        result = train(config, args.out)
+    except CheckpointMismatchError as error:
+        return _bad_input(error)
     print(_summary_line(config, result))
-    return 0
+    return EXIT_DONE
+
+
+def _bad_input(error: Exception) -> int:
+    print(f"lsbench train: error: {error}", file=sys.stderr)
+    return EXIT_BAD_INPUT
 
 
 def _summary_line(config: TrainConfig, result: TrainResult) -> str:
@@ -116,7 +125,7 @@ def _summary_line(config: TrainConfig, result: TrainResult) -> str:
     if result.diverged_at_step is not None:
         status += f" at step {result.diverged_at_step}"
     return (
-        f"{config.problem} {config.optimizer} seed {config.seed}: {status}, {summary['steps']} steps, "
+        f"{config.run.problem} {config.run.optimizer} seed {config.run.seed}: {status}, {summary['steps']} steps, "
         f"train loss {summary['train_loss']:.4g}, val acc {summary['val_acc']:.4f}, "
         f"test acc {summary['test_acc']:.4f}, mean lr {summary['mean_effective_lr']:.4g}, "
         f"{summary['seconds']:.1f} s"

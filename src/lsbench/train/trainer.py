@@ -6,7 +6,7 @@ several batches on one update (LABPAL's measurements) are charged for every batc
 
 What happens in a run:
 
-* **Seeding.** The problem (model initialisation, shuffling, augmentation) is built from ``config.seed``; the
+* **Seeding.** The problem (model initialisation, shuffling, augmentation) is built from the run's seed; the
   closure of step ``t`` gets the seed ``seed * 1_000_003 + t``, which fixes its dropout masks. Nothing else
   draws random numbers, so a run is a function of its configuration. Deterministic kernels are switched on
   for the duration of the run (``torch.use_deterministic_algorithms(True, warn_only=True)``; on CUDA also
@@ -39,9 +39,8 @@ import math
 import os
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from types import UnionType
 from typing import Any, Literal, NamedTuple
 
 import torch
@@ -53,11 +52,11 @@ from lsbench.optim import (
     StepReport,
     TrainingContext,
     build_optimizer,
-    get_optimizer,
     step_report,
     training_steps,
 )
-from lsbench.problems import build_problem, evaluate, get_problem
+from lsbench.problems import build_problem, evaluate
+from lsbench.runs.spec import RunSpec
 from lsbench.train.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
@@ -83,8 +82,7 @@ RESULT_FILE = "result.json"
 METRICS_FILE = "metrics.jsonl"
 FINAL_MODEL_FILE = "final_model.pt"
 
-# Settings that say where and how often a run is executed, not what it computes. A run may resume with other
-# values, e.g. on another node whose data was staged to a different scratch path.
+# The fields of a TrainConfig that say where and how often a run is executed, not what it computes.
 _EXECUTION_FIELDS = ("checkpoint_every", "device", "data_dir")
 
 _log = logging.getLogger(__name__)
@@ -96,91 +94,67 @@ class CheckpointMismatchError(ValueError):
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """One training job. ``None`` means the problem's default (``lsbench.problems.ProblemDefaults``).
+    """One training job: a run (what is computed) and how it is executed (which never changes the result).
 
-    Invalid names, hyperparameters and ranges raise ValueError at construction, so a sweep learns about a bad
-    configuration before it loads any data. ``hparams`` holds only the values that were set; :meth:`resolved`
-    fills in every default.
+    Build one with :meth:`create` from partial settings (the problem's defaults fill the rest), or from a sweep's
+    :meth:`lsbench.runs.RunSpec.train_config`. A run may resume with other execution settings, e.g. on another node
+    whose data was staged to a different scratch path.
 
     Attributes:
-        problem: a problem name, e.g. ``"digits_mlp"``.
-        optimizer: an optimizer grid name, e.g. ``"pal"``.
-        hparams: optimizer hyperparameters by grid key.
-        seed: run seed (initialisation, batch order, augmentation, dropout).
-        steps: nominal budget in steps; LABPAL's noise factor may rescale it.
-        eval_every: evaluation interval in steps.
-        batch_size: training batch size.
-        weight_decay: L2 coefficient; the objective is ``loss + weight_decay / 2 * Σ‖θ‖²``.
+        run: the run's identity (problem, optimizer, resolved hyperparameters, seed, budget, ...).
         checkpoint_every: checkpoint interval in steps; None writes no checkpoints.
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, … or ``"auto"`` (CUDA if available).
         data_dir: dataset root (CIFAR problems).
-        split: train/validation split rule, ``"default"`` or ``"labpal"``.
     """
 
-    problem: str
-    optimizer: str
-    hparams: dict[str, Any] = field(default_factory=dict)
-    seed: int = 1
-    steps: int | None = None
-    eval_every: int | None = None
-    batch_size: int | None = None
-    weight_decay: float | None = None
+    run: RunSpec
     checkpoint_every: int | None = None
     device: str = "cpu"
     data_dir: str | None = None
-    split: str = "default"
 
     def __post_init__(self) -> None:
-        get_problem(self.problem)
-        get_optimizer(self.optimizer).resolve(self.hparams)
-        if not (_is_number(self.seed, int) and self.seed >= 0):
-            raise ValueError(f"seed: expected a non-negative integer, got {self.seed!r}")
-        for name in ("steps", "eval_every", "batch_size", "checkpoint_every"):
-            value = getattr(self, name)
-            if not (value is None or (_is_number(value, int) and value >= 1)):
-                raise ValueError(f"{name}: expected a positive integer or null, got {value!r}")
-        wd = self.weight_decay
-        if not (wd is None or (_is_number(wd, int | float) and 0 <= wd < math.inf)):
-            raise ValueError(f"weight_decay: expected a finite number >= 0 or null, got {wd!r}")
+        value = self.checkpoint_every
+        if not (value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 1)):
+            raise ValueError(f"checkpoint_every: expected a positive integer or null, got {value!r}")
         if self.device != "auto":
             try:
                 torch.device(self.device)
             except RuntimeError:
                 raise ValueError(f"device: {self.device!r} is not a torch device or 'auto'") from None
 
+    @classmethod
+    def create(
+        cls,
+        problem: str,
+        optimizer: str,
+        hparams: Mapping[str, Any] | None = None,
+        seed: int = 1,
+        *,
+        checkpoint_every: int | None = None,
+        device: str = "cpu",
+        data_dir: str | None = None,
+        **settings: Any,
+    ) -> TrainConfig:
+        """A job from partial settings; ``settings`` are :meth:`RunSpec.create`'s (steps, eval_every, batch_size,
+        weight_decay, split, kind), None meaning the problem's default. Raises ValueError for invalid ones."""
+        run = RunSpec.create(problem, optimizer, hparams, seed, **settings)
+        return cls(run, checkpoint_every=checkpoint_every, device=device, data_dir=data_dir)
+
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy; :meth:`from_dict` turns it back into an equal config."""
-        return dataclasses.asdict(self)
+        """A JSON-ready copy: the run's fields and the execution settings in one flat mapping."""
+        return {**self.run.to_dict(), **{name: getattr(self, name) for name in _EXECUTION_FIELDS}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        """A config from :meth:`to_dict` output or a stored row; unknown or missing keys raise ValueError."""
-        fields = dataclasses.fields(cls)
-        unknown = set(data) - {f.name for f in fields}
-        if unknown:
-            raise ValueError(f"unknown TrainConfig keys: {', '.join(sorted(unknown))}")
-        missing = [
-            f.name for f in fields if f.name not in data and f.default is f.default_factory is dataclasses.MISSING
-        ]
-        if missing:
-            raise ValueError(f"missing TrainConfig keys: {', '.join(missing)}")
-        return cls(**{**data, "hparams": dict(data.get("hparams", {}))})
+        """A config from :meth:`to_dict` output; unknown, missing or invalid keys raise ValueError."""
+        execution = {name: data[name] for name in _EXECUTION_FIELDS if name in data}
+        return cls(RunSpec.from_dict({k: v for k, v in data.items() if k not in _EXECUTION_FIELDS}), **execution)
 
     def resolved(self) -> TrainConfig:
-        """This config with every default filled in: problem settings, hyperparameters, a concrete device."""
-        defaults = get_problem(self.problem).defaults
-        device = self.device
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        return dataclasses.replace(
-            self,
-            hparams=get_optimizer(self.optimizer).resolve(self.hparams),
-            steps=defaults.steps if self.steps is None else self.steps,
-            eval_every=defaults.eval_every if self.eval_every is None else self.eval_every,
-            batch_size=defaults.batch_size if self.batch_size is None else self.batch_size,
-            weight_decay=defaults.weight_decay if self.weight_decay is None else float(self.weight_decay),
-            device=device,
-        )
+        """This config with a concrete device (``auto``: CUDA if available)."""
+        if self.device != "auto":
+            return self
+        return dataclasses.replace(self, device="cuda" if torch.cuda.is_available() else "cpu")
 
 
 @dataclass
@@ -357,23 +331,23 @@ class _Run:
     """The state of one training job between steps: what a checkpoint holds."""
 
     def __init__(self, config: TrainConfig) -> None:
-        assert config.steps is not None and config.weight_decay is not None, "expects a resolved config"
         self.config = config
+        run = config.run
         self.device = torch.device(config.device)
         self.problem = build_problem(
-            config.problem,
-            seed=config.seed,
+            run.problem,
+            seed=run.seed,
             device=self.device,
-            batch_size=config.batch_size,
+            batch_size=run.batch_size,
             data_dir=config.data_dir,
-            split=config.split,
+            split=run.split,
         )
         sampler = self.problem.train
-        context = TrainingContext(config.steps, sampler.batch_size, self.problem.train_size)
+        context = TrainingContext(run.steps, sampler.batch_size, self.problem.train_size)
         parameters = self.problem.model.parameters()
-        self.optimizer = build_optimizer(config.optimizer, parameters, config.hparams, context)
-        self.total_steps = training_steps(self.optimizer, config.steps)
-        self.closures = ClosureFactory(self.problem.model, self.problem.loss_fn, config.weight_decay)
+        self.optimizer = build_optimizer(run.optimizer, parameters, run.hparams, context)
+        self.total_steps = training_steps(self.optimizer, run.steps)
+        self.closures = ClosureFactory(self.problem.model, self.problem.loss_fn, run.weight_decay)
         self.sums = _StepSums(self.device)
         self.step = 0
         self.history: list[EvalPoint] = []
@@ -406,7 +380,7 @@ class _Run:
         if loaded is None:
             return
         state, path = loaded
-        expected, found = _run_identity(self.config.to_dict()), _run_identity(state["config"])
+        expected, found = self.config.run.identity(), _run_identity(state["config"])
         if found != expected:
             differences = ", ".join(
                 f"{key}={found.get(key)!r} (requested {expected.get(key)!r})"
@@ -435,7 +409,7 @@ class _Run:
         should_stop: Callable[[], bool] | None,
     ) -> TrainResult:
         config, problem, optimizer = self.config, self.problem, self.optimizer
-        eval_every, checkpoint_every = config.eval_every, config.checkpoint_every
+        eval_every, checkpoint_every = config.run.eval_every, config.checkpoint_every
         assert eval_every is not None, "expects a resolved config"
         problem.model.train()
         self.session_start = time.perf_counter()
@@ -443,7 +417,7 @@ class _Run:
             self.step += 1
             step = self.step
             inputs, targets = problem.train.next_batch()
-            loss = optimizer.step(self.closures(inputs, targets, seed=config.seed * 1_000_003 + step))
+            loss = optimizer.step(self.closures(inputs, targets, seed=config.run.seed * 1_000_003 + step))
             self.sums.add(step, loss, step_report(optimizer))
             if step % eval_every == 0 or step == self.total_steps:
                 first_bad = self._evaluate(on_eval)
@@ -498,14 +472,12 @@ class _Run:
         )
 
 
-def _is_number(value: Any, kind: type | UnionType) -> bool:
-    """``isinstance(value, kind)``, but a bool is not a number here (``True`` is no step count)."""
-    return isinstance(value, kind) and not isinstance(value, bool)
-
-
 def _run_identity(config: Mapping[str, Any]) -> dict[str, Any]:
-    """The fields of a resolved config that determine what a run computes."""
-    return {key: value for key, value in config.items() if key not in _EXECUTION_FIELDS}
+    """The identity of the run a stored config (:meth:`TrainConfig.to_dict`) describes; empty if unreadable."""
+    try:
+        return TrainConfig.from_dict(config).run.identity()
+    except ValueError:
+        return {}
 
 
 def _write_outputs(out_dir: Path, result: TrainResult, model_state: dict[str, Tensor]) -> None:

@@ -18,6 +18,8 @@ import subprocess
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from lsbench.runs import FINISHED
+
 __all__ = [
     "ACTIVE_STATES",
     "ElementState",
@@ -210,7 +212,7 @@ def reconcile(
     * array not listed at all: right after submission it is on its way (keep the state); later the job is lost
       (older than MinJobAge without accounting) -> failed.
     """
-    if run_state in ("completed", "diverged"):
+    if run_state in FINISHED:
         return None
     if element is None:
         if run_state not in ("queued", "running"):

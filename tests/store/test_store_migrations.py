@@ -1,0 +1,58 @@
+"""Upgrading a store written by an earlier lsbench: every run comes back with its full identity."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+import sqlalchemy as sa
+from alembic import command
+
+from lsbench.runs import RunSpec, run_id_of
+from lsbench.store import Store
+from lsbench.store.engine import create_store_engine
+from lsbench.store.migrate import alembic_config
+from lsbench.store.schema import UTCDateTime
+
+# The identity columns of revision 0001.
+OLD_IDENTITY = ("run_id", "problem", "optimizer", "seed", "steps", "eval_every", "batch_size", "weight_decay")
+
+# Runs as revision 0001 stored them: no split and no kind column, although a non-default split entered the id.
+OLD_RUNS = [
+    RunSpec.create("digits_mlp", "sgd", {"lr": 0.1}, seed=1),
+    RunSpec.create("digits_mlp", "sgd", {"lr": 0.1}, seed=1, split="labpal"),
+    RunSpec.create("digits_cnn", "pal", {"measuring_step_size": 0.3}, seed=7, steps=500, weight_decay=5e-4),
+    RunSpec.create("digits_mlp", "labpal_sgd", seed=2, batch_size=32, split="labpal"),
+]
+
+
+def _write_revision_0001_store(url: str) -> None:
+    engine = create_store_engine(url)
+    now = datetime.now(timezone.utc)
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(connection=conn), "0001")
+        conn.execute(
+            sa.text("INSERT INTO sweeps VALUES ('old', 'h', 'name: old', '/tmp/old', 'local', :now, :now)"),
+            {"now": now},
+        )
+        json_columns = (sa.column("hparams", sa.JSON), sa.column("summary", sa.JSON))
+        times = (sa.column("created_at", UTCDateTime), sa.column("updated_at", UTCDateTime))
+        state = (sa.column("status"), sa.column("step"))
+        runs = sa.table("runs", *(sa.column(name) for name in OLD_IDENTITY), *json_columns, *times, *state)
+        for index, spec in enumerate(OLD_RUNS):
+            identity = {name: getattr(spec, name) for name in (*OLD_IDENTITY, "hparams")}
+            state_values = {"status": "completed", "step": spec.steps, "summary": {}}
+            conn.execute(sa.insert(runs).values(**identity, **state_values, created_at=now, updated_at=now))
+            conn.execute(sa.text(f"INSERT INTO sweep_runs VALUES ('old', '{spec.run_id}', {index})"))
+    engine.dispose()
+
+
+def test_upgrade_recovers_every_identity_field_and_the_ids_recompute(db_url: str) -> None:
+    _write_revision_0001_store(db_url)
+    assert {spec.split for spec in OLD_RUNS} == {"default", "labpal"}
+    with Store(db_url) as store:  # opening upgrades in place
+        rows = store.sweep_runs("old")
+    assert [row.spec for row in rows] == OLD_RUNS  # every field, split and kind included
+    for row in rows:
+        assert run_id_of(row.spec.identity()) == row.run_id
+        assert RunSpec.from_dict(row.spec.to_dict()).run_id == row.run_id
+        assert (row.kind, row.status) == ("train", "completed")
