@@ -32,7 +32,7 @@ lint: $(STAMP)
 # missing; needs root), run the whole suite, and stop the cluster again whatever the tests did.
 test: lint
 	bash cluster/testing/start.sh
-	$(PY) -m pytest -q; status=$$?; bash cluster/testing/stop.sh; exit $$status
+	LSBENCH_REQUIRE_SLURM=1 $(PY) -m pytest -q; status=$$?; bash cluster/testing/stop.sh; exit $$status
 
 bench: $(STAMP)
 	$(PY) benchmarks/optim_overhead.py

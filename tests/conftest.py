@@ -5,6 +5,27 @@ from collections.abc import Iterator
 import pytest
 import torch
 
+SLURM_FIXTURE = "slurm_cluster"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the Slurm test cluster, so `-m "not slurm"` deselects them and the summary can
+    count them."""
+    for item in items:
+        if SLURM_FIXTURE in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slurm)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Say loudly when the Slurm tests did not run: a green run without them says nothing about the Slurm backend."""
+    skipped = [
+        report for report in terminalreporter.stats.get("skipped", []) if "slurm" in getattr(report, "keywords", {})
+    ]
+    if skipped:
+        reason = skipped[0].longrepr[2] if isinstance(skipped[0].longrepr, tuple) else "skipped"
+        terminalreporter.write_sep("!", f"{len(skipped)} Slurm tests did NOT run", red=True, bold=True)
+        terminalreporter.write_line(f"{reason.removeprefix('Skipped: ')}; `make test` (as root) runs them.")
+
 
 @pytest.fixture(autouse=True, scope="session")
 def one_intra_op_thread() -> Iterator[None]:
