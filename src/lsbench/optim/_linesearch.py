@@ -201,15 +201,3 @@ def _to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, tuple):
         return tuple(_to_device(v, device) for v in value)
     return value
-
-
-def check_positive(name: str, value: float, allow_zero: bool = False) -> None:
-    """Raise the precise ValueError torch's optimizers raise for an invalid hyperparameter."""
-    if not (value > 0 or (allow_zero and value == 0)):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ValueError(f"Invalid {name}: {value} (must be {bound})")
-
-
-def check_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise ValueError(f"Invalid {name}: {value} (must be in [{low}, {high}])")

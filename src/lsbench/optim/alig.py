@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from lsbench.optim._linesearch import Closure, LineSearchOptimizer, check_positive, check_range, flat_norm
+from lsbench.optim._hparams import BELOW_ONE, NON_NEGATIVE, POSITIVE, Range, check_ranges, nullable
+from lsbench.optim._linesearch import Closure, LineSearchOptimizer, flat_norm
 
 
 class ALIG(LineSearchOptimizer):
@@ -39,6 +41,8 @@ class ALIG(LineSearchOptimizer):
     Reported effective learning rate: :math:`\gamma`.
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {"max_lr": nullable(POSITIVE), "momentum": BELOW_ONE, "epsilon": NON_NEGATIVE}
+
     def __init__(
         self,
         params: Iterable[Tensor],
@@ -46,11 +50,7 @@ class ALIG(LineSearchOptimizer):
         momentum: float = 0.9,
         epsilon: float = 1e-5,
     ) -> None:
-        if max_lr is not None:
-            check_positive("max_lr", max_lr)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"Invalid momentum: {momentum} (must be in [0, 1))")
-        check_range("epsilon", epsilon, 0.0, float("inf"))
+        check_ranges(ALIG.RANGES, locals())
         defaults = {"max_lr": max_lr, "momentum": momentum, "epsilon": epsilon}
         super().__init__(params, defaults)
 

@@ -11,14 +11,16 @@ and by 100 at 75 % of ``total_steps``. It is kept inside the optimizer (a step c
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
+from lsbench.optim._hparams import BELOW_ONE, COUNT, NON_NEGATIVE, UNIT_INTERVAL, Range, check_ranges, one_of
 from lsbench.optim._linesearch import Closure
 
 SCHEDULES = ("constant", "piecewise")
+_CONTRACT_RANGES = {"lr_schedule": one_of(SCHEDULES), "total_steps": COUNT}
 
 
 def piecewise_factor(step: int, total_steps: int) -> float:
@@ -34,10 +36,6 @@ class _ClosureContract:
     """Mixin: backward pass, pass counters, schedule and reporting for a torch optimizer."""
 
     def _init_contract(self, lr_schedule: str, total_steps: int) -> None:
-        if lr_schedule not in SCHEDULES:
-            raise ValueError(f"Invalid lr_schedule: {lr_schedule!r} (choose from {', '.join(SCHEDULES)})")
-        if total_steps < 1:
-            raise ValueError(f"Invalid total_steps: {total_steps} (must be > 0)")
         for group in self.param_groups:  # type: ignore[attr-defined]
             group.setdefault("base_lr", group["lr"])
             group.setdefault("lr_schedule", lr_schedule)
@@ -84,6 +82,8 @@ class _ClosureContract:
 class SGD(_ClosureContract, torch.optim.SGD):
     """torch.optim.SGD (momentum, Nesterov) with the closure contract and an optional step-decay schedule."""
 
+    RANGES: ClassVar[dict[str, Range]] = {"lr": NON_NEGATIVE, "momentum": UNIT_INTERVAL, **_CONTRACT_RANGES}
+
     def __init__(
         self,
         params: Any,
@@ -93,12 +93,21 @@ class SGD(_ClosureContract, torch.optim.SGD):
         lr_schedule: str = "constant",
         total_steps: int = 1,
     ) -> None:
+        check_ranges(SGD.RANGES, locals())
         torch.optim.SGD.__init__(self, params, lr=lr, momentum=momentum, nesterov=nesterov)
         self._init_contract(lr_schedule, total_steps)
 
 
 class Adam(_ClosureContract, torch.optim.Adam):
     """torch.optim.Adam with the closure contract and an optional step-decay schedule."""
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "lr": NON_NEGATIVE,
+        "beta1": BELOW_ONE,
+        "beta2": BELOW_ONE,
+        "epsilon": NON_NEGATIVE,
+        **_CONTRACT_RANGES,
+    }
 
     def __init__(
         self,
@@ -110,6 +119,7 @@ class Adam(_ClosureContract, torch.optim.Adam):
         lr_schedule: str = "constant",
         total_steps: int = 1,
     ) -> None:
+        check_ranges(Adam.RANGES, locals())
         torch.optim.Adam.__init__(self, params, lr=lr, betas=(beta1, beta2), eps=epsilon)
         self._init_contract(lr_schedule, total_steps)
 
@@ -119,6 +129,14 @@ class RMSprop(_ClosureContract, torch.optim.RMSprop):
 
     ``alpha`` is torch's name for the discounting factor (the thesis' f).
     """
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "lr": NON_NEGATIVE,
+        "alpha": UNIT_INTERVAL,
+        "epsilon": NON_NEGATIVE,
+        "momentum": UNIT_INTERVAL,
+        **_CONTRACT_RANGES,
+    }
 
     def __init__(
         self,
@@ -130,5 +148,6 @@ class RMSprop(_ClosureContract, torch.optim.RMSprop):
         lr_schedule: str = "constant",
         total_steps: int = 1,
     ) -> None:
+        check_ranges(RMSprop.RANGES, locals())
         torch.optim.RMSprop.__init__(self, params, lr=lr, alpha=alpha, eps=epsilon, momentum=momentum)
         self._init_contract(lr_schedule, total_steps)

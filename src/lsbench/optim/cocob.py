@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from lsbench.optim._linesearch import Closure, LineSearchOptimizer, check_positive, flat_norm
+from lsbench.optim._hparams import POSITIVE, Range, check_ranges
+from lsbench.optim._linesearch import Closure, LineSearchOptimizer, flat_norm
 
 
 class COCOB(LineSearchOptimizer):
@@ -42,9 +44,10 @@ class COCOB(LineSearchOptimizer):
     would have used, :math:`\lVert\Delta w\rVert / \lVert g\rVert` (0 for a zero gradient).
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {"alpha": POSITIVE, "epsilon": POSITIVE}
+
     def __init__(self, params: Iterable[Tensor], alpha: float = 100.0, epsilon: float = 1e-8) -> None:
-        check_positive("alpha", alpha)
-        check_positive("epsilon", epsilon)
+        check_ranges(COCOB.RANGES, locals())
         super().__init__(params, {"alpha": alpha, "epsilon": epsilon})
 
     def _coordinate_state(self, params: list[Tensor]) -> dict[str, list[Tensor]]:

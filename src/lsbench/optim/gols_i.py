@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from lsbench.optim._hparams import BELOW_ONE, COUNT, NON_NEGATIVE, POSITIVE, Range, check_ranges
 from lsbench.optim._linesearch import (
     Closure,
     LineSearchOptimizer,
-    check_positive,
-    check_range,
     flat_dot,
     flat_norm,
     move_along,
@@ -76,6 +76,15 @@ class GOLSI(LineSearchOptimizer):
         max_evaluations: trials per search before accepting (default 2000).
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "initial_step_size": POSITIVE,
+        "momentum": BELOW_ONE,
+        "step_size_scaling": Range(low=1.0, low_exclusive=True),
+        "wolfe_c2": NON_NEGATIVE,
+        "min_step_size": POSITIVE,
+        "max_evaluations": COUNT,
+    }
+
     def __init__(
         self,
         params: Iterable[Tensor],
@@ -87,16 +96,9 @@ class GOLSI(LineSearchOptimizer):
         max_step_size: float = 1e7,
         max_evaluations: int = 2000,
     ) -> None:
-        check_positive("initial_step_size", initial_step_size)
-        if not 0 <= momentum < 1:
-            raise ValueError(f"Invalid momentum: {momentum} (must be in [0, 1))")
-        if not step_size_scaling > 1:
-            raise ValueError(f"Invalid step_size_scaling: {step_size_scaling} (must be > 1)")
-        check_range("wolfe_c2", wolfe_c2, 0.0, math.inf)
-        check_positive("min_step_size", min_step_size)
+        check_ranges(GOLSI.RANGES, locals())
         if not max_step_size > min_step_size:
             raise ValueError(f"Invalid max_step_size: {max_step_size} (must exceed min_step_size {min_step_size})")
-        check_positive("max_evaluations", max_evaluations)
         defaults = {
             "initial_step_size": initial_step_size,
             "momentum": momentum,

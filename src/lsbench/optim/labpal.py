@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from lsbench.optim._batches import BatchGroup
+from lsbench.optim._hparams import COUNT, POSITIVE, UNIT_INTERVAL, Range, check_ranges, nullable, one_of
 from lsbench.optim._linesearch import (
     Closure,
     LineSearchOptimizer,
-    check_positive,
-    check_range,
     flat_dot,
     flat_norm,
     move_along,
@@ -26,6 +25,8 @@ from lsbench.optim._linesearch import (
 MODES = ("nsgd", "sgd")
 ESTIMATORS = ("published", "exact")
 THESIS_SCHEDULE = ((0.0, 1), (0.5, 2), (0.75, 4))
+NOISE_FACTOR = nullable(POSITIVE)
+"""ε of Eq. 6.8 (None: derived from the batch and training-set size); the noise adaptation takes the same."""
 
 
 def noise_adaptation_factor(batch_size: int, training_set_size: int) -> float:
@@ -123,6 +124,24 @@ class LABPAL(LineSearchOptimizer):
     zero before the first measurement.
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "mode": one_of(MODES),
+        "estimator": one_of(ESTIMATORS),
+        "update_step_adaptation": POSITIVE,
+        "momentum": UNIT_INTERVAL,
+        "sgd_steps": COUNT,
+        "approximation_batch_size": COUNT,
+        "batch_size": COUNT,
+        "total_steps": COUNT,
+        "max_step_size": POSITIVE,
+        "measuring_step_size": POSITIVE,
+        "near_measuring_step_size": POSITIVE,
+        "untrustworthy_updates": Range(low=0),
+        "averaging_window": COUNT,
+        "epsilon": POSITIVE,
+        "noise_factor": NOISE_FACTOR,
+    }
+
     def __init__(
         self,
         params: Iterable[Tensor],
@@ -145,24 +164,9 @@ class LABPAL(LineSearchOptimizer):
         direction_norm_bounds: Sequence[float] = (1e-3, 100.0),
         epsilon: float = 1e-6,
     ) -> None:
-        if mode not in MODES:
-            raise ValueError(f"Invalid mode: {mode!r} (choose from {', '.join(MODES)})")
-        if estimator not in ESTIMATORS:
-            raise ValueError(f"Invalid estimator: {estimator!r} (choose from {', '.join(ESTIMATORS)})")
-        check_positive("update_step_adaptation", update_step_adaptation)
-        check_range("momentum", momentum, 0.0, 1.0)
-        check_positive("sgd_steps", sgd_steps)
-        check_positive("approximation_batch_size", approximation_batch_size)
-        check_positive("batch_size", batch_size)
-        check_positive("total_steps", total_steps)
-        check_positive("max_step_size", max_step_size)
-        check_positive("measuring_step_size", measuring_step_size)
-        check_positive("near_measuring_step_size", near_measuring_step_size)
+        check_ranges(LABPAL.RANGES, locals())
         if near_measuring_step_size >= measuring_step_size:
             raise ValueError("Invalid near_measuring_step_size: must be smaller than measuring_step_size")
-        check_positive("untrustworthy_updates", untrustworthy_updates, allow_zero=True)
-        check_positive("averaging_window", averaging_window)
-        check_positive("epsilon", epsilon)
         low, high = direction_norm_bounds
         if not 0 <= low < high:
             raise ValueError(f"Invalid direction_norm_bounds: {tuple(direction_norm_bounds)} (need 0 <= low < high)")
@@ -170,7 +174,7 @@ class LABPAL(LineSearchOptimizer):
             if training_set_size is None:
                 raise ValueError("noise_factor=None derives ε from training_set_size, which was not given")
             noise_factor = noise_adaptation_factor(batch_size, training_set_size)
-        check_positive("noise_factor", noise_factor)
+            NOISE_FACTOR.check("noise_factor", noise_factor)
         fractions = [float(fraction) for fraction, _ in batch_size_schedule]
         if fractions != sorted(fractions) or any(not 0 <= f <= 1 for f in fractions):
             raise ValueError(f"Invalid batch_size_schedule: {batch_size_schedule} (fractions must rise within [0, 1])")

@@ -56,15 +56,16 @@ restores the running statistics in place, which a later backward pass through Ba
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
 
 from lsbench.optim._batches import BatchGroup, stack_losses
-from lsbench.optim._linesearch import Closure, LineSearchOptimizer, check_positive, flat_dot
+from lsbench.optim._hparams import COUNT, Range, check_ranges, nullable
+from lsbench.optim._linesearch import Closure, LineSearchOptimizer, flat_dot
 from lsbench.optim.closure import BatchClosure
-from lsbench.optim.labpal import noise_adaptation_factor
+from lsbench.optim.labpal import NOISE_FACTOR, noise_adaptation_factor
 
 __all__ = [
     "MeanClosure",
@@ -82,7 +83,7 @@ def noise_factor_for(noise_factor: float | None, batch_size: int | None, trainin
         if batch_size is None or training_set_size is None:
             raise ValueError("noise_factor=None derives ε from batch_size and training_set_size, which were not given")
         noise_factor = noise_adaptation_factor(batch_size, training_set_size)
-    check_positive("noise_factor", noise_factor)
+    NOISE_FACTOR.check("noise_factor", noise_factor)
     return float(noise_factor)
 
 
@@ -165,6 +166,8 @@ class NoiseAdaptation(LineSearchOptimizer):
     pooled: bool = False
     """Pooled mode (see the module docstring); set by ``noise_adapted(cls, pooled=True)``."""
 
+    RANGES: ClassVar[dict[str, Range]] = {"noise_factor": NOISE_FACTOR, "total_steps": nullable(COUNT)}
+
     def __init__(
         self,
         params: Any,
@@ -175,9 +178,8 @@ class NoiseAdaptation(LineSearchOptimizer):
         training_set_size: int | None = None,
         **kwargs: Any,
     ) -> None:
+        check_ranges(NoiseAdaptation.RANGES, locals())
         factor = noise_factor_for(noise_factor, batch_size, training_set_size)
-        if total_steps is not None:
-            check_positive("total_steps", total_steps)
         k = batches_per_update(factor)
         super().__init__(params, *args, **kwargs)
         self.noise_factor = factor

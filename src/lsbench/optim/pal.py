@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from lsbench.optim._hparams import POSITIVE, UNIT_INTERVAL, Range, check_ranges
 from lsbench.optim._linesearch import (
     Closure,
     LineSearchOptimizer,
-    check_positive,
-    check_range,
     flat_dot,
     flat_norm,
     set_along,
@@ -67,6 +67,14 @@ class PAL(LineSearchOptimizer):
             loss = opt.step(lambda: loss_fn(model(inputs), targets))
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "measuring_step_size": POSITIVE,
+        "update_step_adaptation": POSITIVE,
+        "direction_adaptation": UNIT_INTERVAL,
+        "max_step_size": POSITIVE,
+        "epsilon": POSITIVE,
+    }
+
     def __init__(
         self,
         params: Iterable[Tensor],
@@ -76,11 +84,7 @@ class PAL(LineSearchOptimizer):
         max_step_size: float = 3.16,
         epsilon: float = 1e-10,
     ) -> None:
-        check_positive("measuring_step_size", measuring_step_size)
-        check_positive("update_step_adaptation", update_step_adaptation)
-        check_range("direction_adaptation", direction_adaptation, 0.0, 1.0)
-        check_positive("max_step_size", max_step_size)
-        check_positive("epsilon", epsilon)
+        check_ranges(PAL.RANGES, locals())
         defaults = {
             "measuring_step_size": measuring_step_size,
             "update_step_adaptation": update_step_adaptation,

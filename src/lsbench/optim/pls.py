@@ -13,7 +13,7 @@ import contextlib
 import copy
 import math
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +21,8 @@ from torch.func import functional_call, grad_and_value, vmap
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from lsbench.optim._gp import LineGP
-from lsbench.optim._linesearch import Closure, LineSearchOptimizer, check_positive, check_range, flat_dot, move_along
+from lsbench.optim._hparams import COUNT, POSITIVE, UNIT_INTERVAL, Range, check_ranges, nullable, one_of
+from lsbench.optim._linesearch import Closure, LineSearchOptimizer, flat_dot, move_along
 from lsbench.optim.closure import BatchClosure
 
 EXPLORATION_POLICIES = ("linear", "exponential")
@@ -294,6 +295,20 @@ class PLS(LineSearchOptimizer):
         per_sample_chunk: samples per vmapped chunk (default: automatic from :data:`PER_SAMPLE_ELEMENTS`).
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {
+        "initial_step_size": POSITIVE,
+        "armijo_constant": UNIT_INTERVAL,
+        "acceptance_threshold": UNIT_INTERVAL,
+        "momentum": UNIT_INTERVAL,
+        "fpush": POSITIVE,
+        "max_steps": COUNT,
+        "max_expl": COUNT,
+        "max_change_factor": Range(low=1.0, low_exclusive=True),
+        "expl_policy": one_of(EXPLORATION_POLICIES),
+        "candidate_selection": one_of(CANDIDATE_SELECTIONS),
+        "per_sample_chunk": nullable(COUNT),
+    }
+
     def __init__(
         self,
         params: Iterable[Tensor],
@@ -313,25 +328,9 @@ class PLS(LineSearchOptimizer):
         candidate_selection: str = "wolfe",
         per_sample_chunk: int | None = None,
     ) -> None:
-        check_positive("initial_step_size", initial_step_size)
-        check_range("armijo_constant", armijo_constant, 0.0, 1.0)
-        check_range("acceptance_threshold", acceptance_threshold, 0.0, 1.0)
-        check_range("momentum", momentum, 0.0, 1.0)
-        check_positive("fpush", fpush)
-        check_positive("max_steps", max_steps)
-        check_positive("max_expl", max_expl)
-        if max_change_factor <= 1:
-            raise ValueError(f"Invalid max_change_factor: {max_change_factor} (must be > 1)")
+        check_ranges(PLS.RANGES, locals())
         if not df_lo < df_hi:
             raise ValueError(f"Invalid curvature band: df_lo={df_lo} must be below df_hi={df_hi}")
-        if expl_policy not in EXPLORATION_POLICIES:
-            raise ValueError(f"Invalid expl_policy: {expl_policy!r} (choose from {', '.join(EXPLORATION_POLICIES)})")
-        if candidate_selection not in CANDIDATE_SELECTIONS:
-            raise ValueError(
-                f"Invalid candidate_selection: {candidate_selection!r} (choose from {', '.join(CANDIDATE_SELECTIONS)})"
-            )
-        if per_sample_chunk is not None:
-            check_positive("per_sample_chunk", per_sample_chunk)
         defaults = {
             "initial_step_size": initial_step_size,
             "armijo_constant": armijo_constant,

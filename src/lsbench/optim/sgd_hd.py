@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from lsbench.optim._linesearch import Closure, LineSearchOptimizer, check_positive, check_range, flat_dot
+from lsbench.optim._hparams import BELOW_ONE, NON_NEGATIVE, POSITIVE, Range, check_ranges
+from lsbench.optim._linesearch import Closure, LineSearchOptimizer, flat_dot
 
 
 class SGDHD(LineSearchOptimizer):
@@ -37,6 +39,8 @@ class SGDHD(LineSearchOptimizer):
     Reported effective learning rate: :math:`\alpha_t`.
     """
 
+    RANGES: ClassVar[dict[str, Range]] = {"lr": POSITIVE, "hypergradient_lr": NON_NEGATIVE, "momentum": BELOW_ONE}
+
     def __init__(
         self,
         params: Iterable[Tensor],
@@ -45,10 +49,7 @@ class SGDHD(LineSearchOptimizer):
         momentum: float = 0.0,
         nesterov: bool = False,
     ) -> None:
-        check_positive("lr", lr)
-        check_range("hypergradient_lr", hypergradient_lr, 0.0, float("inf"))
-        if not 0 <= momentum < 1:
-            raise ValueError(f"Invalid momentum: {momentum} (must be in [0, 1))")
+        check_ranges(SGDHD.RANGES, locals())
         if nesterov and momentum == 0:
             raise ValueError("Invalid nesterov: Nesterov momentum needs momentum > 0")
         defaults = {"lr": lr, "hypergradient_lr": hypergradient_lr, "momentum": momentum, "nesterov": nesterov}

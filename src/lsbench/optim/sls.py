@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from lsbench.optim._hparams import COUNT, POSITIVE, Range, check_ranges, nullable, one_of
 from lsbench.optim._linesearch import (
     Closure,
     LineSearchOptimizer,
-    check_positive,
     flat_norm,
     set_along,
     snapshot,
@@ -46,7 +47,7 @@ class SLS(LineSearchOptimizer):
     Args:
         params: the parameters to optimize (one group).
         initial_step_size: :math:`\eta_0` (default 1).
-        armijo_constant: :math:`c` of the sufficient-decrease condition (default 0.1).
+        armijo_constant: :math:`c \in (0, 1]` of the sufficient-decrease condition (default 0.1).
         step_size_decay: backtracking factor :math:`\beta \in (0, 1)` (default 0.9).
         step_size_reset: growth factor :math:`\gamma \ge 1` of the ``"grow"`` reset (default 2).
         batches_per_epoch: :math:`n_b` of the ``"grow"`` reset (default 500; the trainer passes the real value).
@@ -54,6 +55,17 @@ class SLS(LineSearchOptimizer):
         reset_option: ``"grow"``, ``"keep"`` or ``"initial"``.
         max_backtracks: trials before falling back to a tiny step (default 100).
     """
+
+    RANGES: ClassVar[dict[str, Range]] = {
+        "initial_step_size": POSITIVE,
+        "armijo_constant": Range(low=0.0, high=1.0, low_exclusive=True),
+        "step_size_decay": Range(low=0.0, high=1.0, low_exclusive=True, high_exclusive=True),
+        "step_size_reset": Range(low=1.0),
+        "batches_per_epoch": COUNT,
+        "max_step_size": nullable(POSITIVE),
+        "reset_option": one_of(RESET_OPTIONS),
+        "max_backtracks": COUNT,
+    }
 
     def __init__(
         self,
@@ -69,18 +81,7 @@ class SLS(LineSearchOptimizer):
         fallback_step_size: float = 1e-6,
         min_gradient_norm: float = 1e-8,
     ) -> None:
-        check_positive("initial_step_size", initial_step_size)
-        check_positive("armijo_constant", armijo_constant)
-        if not 0 < step_size_decay < 1:
-            raise ValueError(f"Invalid step_size_decay: {step_size_decay} (must be in (0, 1))")
-        if step_size_reset < 1:
-            raise ValueError(f"Invalid step_size_reset: {step_size_reset} (must be >= 1)")
-        check_positive("batches_per_epoch", batches_per_epoch)
-        if max_step_size is not None:
-            check_positive("max_step_size", max_step_size)
-        if reset_option not in RESET_OPTIONS:
-            raise ValueError(f"Invalid reset_option: {reset_option!r} (choose from {', '.join(RESET_OPTIONS)})")
-        check_positive("max_backtracks", max_backtracks)
+        check_ranges(SLS.RANGES, locals())
         defaults = {
             "initial_step_size": initial_step_size,
             "armijo_constant": armijo_constant,
