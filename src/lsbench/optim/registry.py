@@ -1,8 +1,24 @@
 """The optimizer registry: grid names, hyperparameter declarations, construction and step reports.
 
-Every optimizer a grid may name is declared here once, with each hyperparameter's type, range and default.
-This is the single source of truth that grid validation, the CLI and the trainer read: a key that is not
-declared here is not a hyperparameter.
+Every optimizer a grid may name is declared here once, with the hyperparameters a grid may set: their type,
+meaning and thesis symbol. This is the single list that grid validation, the CLI and the trainer read: a key that
+is not declared here is not a hyperparameter.
+
+Each hyperparameter's **default and valid range are not written here**; they have exactly one home each:
+
+* the default is the constructor's, read from its signature (:func:`inspect.signature`; for a noise-adapted line
+  search the signatures of :class:`~lsbench.optim.noise.NoiseAdaptation` and of the wrapped class);
+* the range is the constructor's ``RANGES`` declaration (:mod:`lsbench.optim._hparams`), which the constructor
+  itself checks its arguments with.
+
+Why this way round: the constructors must validate anyway (they are public and used without the registry), and
+the defaults they document are the ones a direct user gets, so the registry derives both instead of restating
+them; declaring them in the registry instead would make each constructor import its own registry entry, which
+does not exist for the non-grid arguments (``epsilon``, ``max_backtracks``, ...) and is two entries for LABPAL.
+An :class:`OptimizerEntry` fills in its :class:`HParam` objects when it is created, so a registry default can no
+longer differ from the constructor's, and the registry rejects exactly the single values the constructor rejects.
+Constraints between several arguments stay in the constructors; grid validation builds each point once to apply
+them.
 
 Some constructor arguments describe the training run rather than the optimizer (the step budget, the batch size,
 the training-set size). They are not grid keys; the trainer supplies them from a :class:`TrainingContext`.
@@ -10,6 +26,8 @@ the training-set size). They are not grid keys; the trainer supplies them from a
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -18,34 +36,69 @@ from typing import Any
 from torch import Tensor
 from torch.optim import Optimizer
 
+from lsbench.optim._hparams import UNBOUNDED, Range
 from lsbench.optim.alig import ALIG
-from lsbench.optim.baselines import SCHEDULES, SGD, Adam, RMSprop
+from lsbench.optim.baselines import SGD, Adam, RMSprop
 from lsbench.optim.cocob import COCOB
 from lsbench.optim.gols_i import GOLSI
-from lsbench.optim.labpal import ESTIMATORS, LABPAL, THESIS_SCHEDULE
+from lsbench.optim.labpal import LABPAL
 from lsbench.optim.noise import noise_adapted
 from lsbench.optim.pal import PAL
 from lsbench.optim.pls import PLS
 from lsbench.optim.sgd_hd import SGDHD
-from lsbench.optim.sls import RESET_OPTIONS, SLS
+from lsbench.optim.sls import SLS
 
 _TYPE_NAMES = {float: "float", int: "int", bool: "bool", str: "str", list: "list"}
 
 
+class _FromConstructor:
+    def __repr__(self) -> str:
+        return "<the constructor's default>"
+
+
+FROM_CONSTRUCTOR: Any = _FromConstructor()
+"""Placeholder default of a declared :class:`HParam`; its :class:`OptimizerEntry` replaces it."""
+
+
 @dataclass(frozen=True)
 class HParam:
-    """One hyperparameter: its grid key, type, default, valid range or choices, meaning and thesis symbol."""
+    """One hyperparameter: its grid key, type, meaning, thesis symbol, default and valid range.
+
+    Registry declarations give name, type, help and symbol; :class:`OptimizerEntry` fills in ``default`` and
+    ``range`` from the optimizer's constructor.
+    """
 
     name: str
     type: type
-    default: Any
     help: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] | None = None
-    nullable: bool = False
     symbol: str = ""
     """The symbol the thesis' tables and algorithms use (e.g. "μ", "s_max"); empty where the thesis has none."""
+    default: Any = FROM_CONSTRUCTOR
+    range: Range = UNBOUNDED
+
+    @property
+    def low(self) -> float | None:
+        return self.range.low
+
+    @property
+    def high(self) -> float | None:
+        return self.range.high
+
+    @property
+    def low_exclusive(self) -> bool:
+        return self.range.low_exclusive
+
+    @property
+    def high_exclusive(self) -> bool:
+        return self.range.high_exclusive
+
+    @property
+    def choices(self) -> tuple[Any, ...] | None:
+        return self.range.choices
+
+    @property
+    def nullable(self) -> bool:
+        return self.range.nullable
 
     def validate(self, value: Any) -> Any:
         """Return ``value`` converted to this hyperparameter's type, or raise ValueError saying why not."""
@@ -61,13 +114,37 @@ class HParam:
             raise ValueError(f"{self.name}: expected {_TYPE_NAMES[self.type]}, got {type(value).__name__} {value!r}")
         if self.type is float and not math.isfinite(value):
             raise ValueError(f"{self.name}: must be finite, got {value!r}")
-        if self.choices is not None and value not in self.choices:
-            raise ValueError(f"{self.name}: {value!r} is not one of {', '.join(map(str, self.choices))}")
-        if self.low is not None and value < self.low:
-            raise ValueError(f"{self.name}: {value!r} is below the minimum {self.low}")
-        if self.high is not None and value > self.high:
-            raise ValueError(f"{self.name}: {value!r} is above the maximum {self.high}")
+        problem = self.range.problem(value)
+        if problem:
+            raise ValueError(f"{self.name}: {problem}")
         return value
+
+
+def constructor_facts(factory: type) -> tuple[dict[str, Any], dict[str, Range]]:
+    """The defaults and declared ranges of ``factory``'s constructor arguments.
+
+    Walks the classes whose ``__init__`` runs when ``factory`` is built: from the most derived one on, as long as
+    each passes unknown keywords on (``**kwargs``), as the noise adaptation does to the line search it wraps.
+    A derived class' default or range wins over its base's. A factory that is a function has no ranges.
+    """
+    if not isinstance(factory, type):
+        parameters = inspect.signature(factory).parameters.values()
+        return {p.name: p.default for p in parameters if p.default is not p.empty}, {}
+    defaults: dict[str, Any] = {}
+    ranges: dict[str, Range] = {}
+    for cls in factory.__mro__:
+        init = vars(cls).get("__init__")
+        if init is None:
+            continue
+        parameters = inspect.signature(init).parameters.values()
+        for parameter in parameters:
+            if parameter.default is not parameter.empty:
+                defaults.setdefault(parameter.name, parameter.default)
+        for name, bounds in vars(cls).get("RANGES", {}).items():
+            ranges.setdefault(name, bounds)
+        if not any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters):
+            break
+    return defaults, ranges
 
 
 @dataclass(frozen=True)
@@ -93,6 +170,27 @@ class OptimizerEntry:
     hparams: tuple[HParam, ...]
     fixed: Mapping[str, Any] = field(default_factory=dict)
     context: Callable[[TrainingContext], dict[str, Any]] = lambda ctx: {}
+
+    def __post_init__(self) -> None:
+        """Fill in every hyperparameter's default and range from the constructor (see the module docstring)."""
+        defaults, ranges = constructor_facts(self.factory)  # type: ignore[arg-type]
+        completed = []
+        for hp in self.hparams:
+            if hp.name not in defaults:
+                raise TypeError(f"optimizer {self.name!r}: {hp.name!r} is not a constructor argument with a default")
+            bounds = ranges.get(hp.name, UNBOUNDED)
+            if hp.range not in (UNBOUNDED, bounds):
+                raise TypeError(
+                    f"optimizer {self.name!r}: declare the range of {hp.name!r} in the constructor's RANGES"
+                )
+            with_range = dataclasses.replace(hp, range=bounds, default=None)
+            default = with_range.validate(defaults[hp.name])
+            if hp.default is not FROM_CONSTRUCTOR and hp.default != default:
+                raise TypeError(
+                    f"optimizer {self.name!r}: the default of {hp.name!r} is the constructor's ({default!r})"
+                )
+            completed.append(dataclasses.replace(with_range, default=default))
+        object.__setattr__(self, "hparams", tuple(completed))
 
     def hparam(self, name: str) -> HParam:
         for hp in self.hparams:
@@ -135,60 +233,30 @@ def _noise_sls_context(ctx: TrainingContext) -> dict[str, Any]:
     return {**_noise_context(ctx), **_sls_context(ctx)}
 
 
-_SCHEDULE = HParam(
-    "lr_schedule",
-    str,
-    "constant",
-    "constant, or piecewise: ÷10 at 50 % and ÷100 at 75 % of the budget",
-    choices=SCHEDULES,
-)
+_SCHEDULE = HParam("lr_schedule", str, "constant, or piecewise: ÷10 at 50 % and ÷100 at 75 % of the budget")
 
 _NOISE_FACTOR = HParam(
     "noise_factor",
     float,
-    1.0,
     "ε of Eq. 6.8: every update measures the mean of max(int(ε), 1) batches and the budget becomes "
     "round(ε · steps); null derives ε from batch and training-set size; 1 = off",
-    low=0.0,
-    nullable=True,
     symbol="ε",
 )
 
 _LABPAL_HPARAMS = (
-    HParam("update_step_adaptation", float, 1.8, "α: multiplies the clipped vertex step", low=0.0, symbol="α"),
-    HParam("momentum", float, 0.0, "heavy-ball factor on the direction", low=0.0, high=1.0, symbol="β"),
-    HParam("sgd_steps", int, 1000, "n_SGD: updates between measurements", low=1, symbol="n_SGD"),
-    HParam(
-        "approximation_batch_size",
-        int,
-        1280,
-        "|B_a|: samples per line measurement (at k = 1)",
-        low=1,
-        symbol="|B_a|",
-    ),
-    HParam(
-        "batch_size_schedule",
-        list,
-        [list(e) for e in THESIS_SCHEDULE],
-        "k(t) as [fraction of budget, multiplier] pairs",
-        symbol="k(t)",
-    ),
-    HParam("max_step_size", float, 1.0, "cap on the vertex step before α", low=0.0, symbol="s_max"),
-    HParam(
-        "noise_factor",
-        float,
-        1.0,
-        "ε of Eq. 6.8; null derives it from batch and training-set size",
-        low=0.0,
-        nullable=True,
-        symbol="ε",
-    ),
-    HParam("measuring_step_size", float, 0.01, "far probe distance", low=0.0),
-    HParam("near_measuring_step_size", float, 1.77e-4, "near probe distance", low=0.0),
-    HParam("estimator", str, "published", "parabola fit: published (reference code) or exact", choices=ESTIMATORS),
-    HParam("untrustworthy_updates", int, 400, "updates before measurements are averaged", low=0),
-    HParam("averaging_window", int, 25, "measurements averaged after that", low=1),
-    HParam("direction_norm_bounds", list, [1e-3, 100.0], "valid range of the measuring direction's norm"),
+    HParam("update_step_adaptation", float, "α: multiplies the clipped vertex step", symbol="α"),
+    HParam("momentum", float, "heavy-ball factor on the direction", symbol="β"),
+    HParam("sgd_steps", int, "n_SGD: updates between measurements", symbol="n_SGD"),
+    HParam("approximation_batch_size", int, "|B_a|: samples per line measurement (at k = 1)", symbol="|B_a|"),
+    HParam("batch_size_schedule", list, "k(t) as [fraction of budget, multiplier] pairs", symbol="k(t)"),
+    HParam("max_step_size", float, "cap on the vertex step before α", symbol="s_max"),
+    HParam("noise_factor", float, "ε of Eq. 6.8; null derives it from batch and training-set size", symbol="ε"),
+    HParam("measuring_step_size", float, "far probe distance"),
+    HParam("near_measuring_step_size", float, "near probe distance"),
+    HParam("estimator", str, "parabola fit: published (reference code) or exact"),
+    HParam("untrustworthy_updates", int, "updates before measurements are averaged"),
+    HParam("averaging_window", int, "measurements averaged after that"),
+    HParam("direction_norm_bounds", list, "valid range of the measuring direction's norm"),
 )
 
 OPTIMIZERS: dict[str, OptimizerEntry] = {
@@ -199,9 +267,9 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "SGD with momentum (torch)",
             SGD,
             (
-                HParam("lr", float, 0.1, "learning rate λ", low=0.0, symbol="λ"),
-                HParam("momentum", float, 0.0, "momentum", low=0.0, high=1.0, symbol="α"),
-                HParam("nesterov", bool, False, "Nesterov momentum"),
+                HParam("lr", float, "learning rate λ", symbol="λ"),
+                HParam("momentum", float, "momentum", symbol="α"),
+                HParam("nesterov", bool, "Nesterov momentum"),
                 _SCHEDULE,
             ),
             context=_total_steps,
@@ -211,10 +279,10 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "Adam (torch)",
             Adam,
             (
-                HParam("lr", float, 1e-3, "learning rate λ", low=0.0, symbol="λ"),
-                HParam("beta1", float, 0.9, "first-moment decay β1", low=0.0, high=1.0, symbol="β_1"),
-                HParam("beta2", float, 0.999, "second-moment decay β2", low=0.0, high=1.0, symbol="β_2"),
-                HParam("epsilon", float, 1e-8, "denominator guard ε", low=0.0, symbol="ϵ"),
+                HParam("lr", float, "learning rate λ", symbol="λ"),
+                HParam("beta1", float, "first-moment decay β1", symbol="β_1"),
+                HParam("beta2", float, "second-moment decay β2", symbol="β_2"),
+                HParam("epsilon", float, "denominator guard ε", symbol="ϵ"),
                 _SCHEDULE,
             ),
             context=_total_steps,
@@ -224,10 +292,10 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "RMSprop (torch)",
             RMSprop,
             (
-                HParam("lr", float, 1e-2, "learning rate λ", low=0.0, symbol="λ"),
-                HParam("alpha", float, 0.9, "discounting factor f", low=0.0, high=1.0, symbol="f"),
-                HParam("epsilon", float, 1e-8, "denominator guard ε", low=0.0, symbol="ϵ"),
-                HParam("momentum", float, 0.0, "momentum", low=0.0, high=1.0),
+                HParam("lr", float, "learning rate λ", symbol="λ"),
+                HParam("alpha", float, "discounting factor f", symbol="f"),
+                HParam("epsilon", float, "denominator guard ε", symbol="ϵ"),
+                HParam("momentum", float, "momentum"),
                 _SCHEDULE,
             ),
             context=_total_steps,
@@ -237,10 +305,10 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "Parabolic Approximation Line Search (thesis Ch. 4)",
             noise_adapted(PAL),
             (
-                HParam("measuring_step_size", float, 1.0, "μ: distance of the second measurement", low=0.0, symbol="μ"),
-                HParam("update_step_adaptation", float, 1 / 0.6, "α: multiplies the vertex step", low=0.0, symbol="α"),
-                HParam("direction_adaptation", float, 0.4, "β: direction-buffer decay", low=0.0, high=1.0, symbol="β"),
-                HParam("max_step_size", float, 3.16, "s_max: cap on the step", low=0.0, symbol="s_max"),
+                HParam("measuring_step_size", float, "μ: distance of the second measurement", symbol="μ"),
+                HParam("update_step_adaptation", float, "α: multiplies the vertex step", symbol="α"),
+                HParam("direction_adaptation", float, "β: direction-buffer decay", symbol="β"),
+                HParam("max_step_size", float, "s_max: cap on the step", symbol="s_max"),
                 _NOISE_FACTOR,
             ),
             context=_noise_context,
@@ -266,20 +334,12 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "Stochastic Armijo line search (Vaswani et al. 2019)",
             noise_adapted(SLS),
             (
-                HParam("initial_step_size", float, 1.0, "η0", low=0.0, symbol="μ"),
-                HParam("armijo_constant", float, 0.1, "c of the Armijo condition", low=0.0, high=1.0, symbol="c"),
-                HParam("step_size_decay", float, 0.9, "β: backtracking factor", low=0.0, high=1.0, symbol="β"),
-                HParam("step_size_reset", float, 2.0, "γ: growth per epoch of the reset", low=1.0, symbol="γ"),
-                HParam(
-                    "max_step_size",
-                    float,
-                    None,
-                    "cap on the reset step (thesis grids: 10)",
-                    low=0.0,
-                    nullable=True,
-                    symbol="μ_max",
-                ),
-                HParam("reset_option", str, "grow", "grow, keep or initial", choices=RESET_OPTIONS),
+                HParam("initial_step_size", float, "η0", symbol="μ"),
+                HParam("armijo_constant", float, "c of the Armijo condition", symbol="c"),
+                HParam("step_size_decay", float, "β: backtracking factor", symbol="β"),
+                HParam("step_size_reset", float, "γ: growth per epoch of the reset", symbol="γ"),
+                HParam("max_step_size", float, "cap on the reset step (thesis grids: 10)", symbol="μ_max"),
+                HParam("reset_option", str, "grow, keep or initial"),
                 _NOISE_FACTOR,
             ),
             context=_noise_sls_context,
@@ -292,28 +352,15 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
                 HParam(
                     "initial_step_size",
                     float,
-                    1e-8,
                     "λ_init of the first search; later searches start at the last accepted step",
-                    low=0.0,
                     symbol="μ",
                 ),
-                HParam(
-                    "momentum", float, 0.0, "heavy-ball factor of the search direction", low=0.0, high=1.0, symbol="β"
-                ),
-                HParam(
-                    "step_size_scaling",
-                    float,
-                    2.0,
-                    "η > 1: grow/shrink factor of the trial step",
-                    low=1.0,
-                    symbol="η",
-                ),
+                HParam("momentum", float, "heavy-ball factor of the search direction", symbol="β"),
+                HParam("step_size_scaling", float, "η > 1: grow/shrink factor of the trial step", symbol="η"),
                 HParam(
                     "wolfe_c2",
                     float,
-                    0.9,
                     "modified Wolfe condition: accept the first trial if 0 ≤ D ≤ c2·|D_0|",
-                    low=0.0,
                     symbol="c2",
                 ),
                 _NOISE_FACTOR,
@@ -325,22 +372,12 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "Probabilistic Line Search (Mahsereci & Hennig 2015; the TF-reference variant), one batch per evaluation",
             noise_adapted(PLS, pooled=True),  # PLS reads the BatchClosure's model and batch: pooled mode
             (
+                HParam("initial_step_size", float, "α0: the first line's first trial step", symbol="α_0"),
+                HParam("armijo_constant", float, "c1 of the first Wolfe condition", symbol="c_1"),
                 HParam(
-                    "initial_step_size", float, 0.01, "α0: the first line's first trial step", low=0.0, symbol="α_0"
+                    "acceptance_threshold", float, "cW: accept a point whose Wolfe probability reaches it", symbol="c_W"
                 ),
-                HParam(
-                    "armijo_constant", float, 0.05, "c1 of the first Wolfe condition", low=0.0, high=1.0, symbol="c_1"
-                ),
-                HParam(
-                    "acceptance_threshold",
-                    float,
-                    0.3,
-                    "cW: accept a point whose Wolfe probability reaches it",
-                    low=0.0,
-                    high=1.0,
-                    symbol="c_W",
-                ),
-                HParam("momentum", float, 0.0, "direction d ← βd − g", low=0.0, high=1.0, symbol="β"),
+                HParam("momentum", float, "direction d ← βd − g", symbol="β"),
                 _NOISE_FACTOR,
             ),
             context=_noise_context,
@@ -350,17 +387,9 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "ALI-G: clipped Polyak step with momentum (Berrada et al. 2020)",
             ALIG,
             (
-                HParam(
-                    "max_lr",
-                    float,
-                    0.1,
-                    "maximal learning rate (cap on the Polyak step); null: no cap",
-                    low=0.0,
-                    nullable=True,
-                    symbol="λ",
-                ),
-                HParam("momentum", float, 0.9, "momentum", low=0.0, high=1.0, symbol="β"),
-                HParam("epsilon", float, 1e-5, "denominator guard of the Polyak step", low=0.0, symbol="ϵ"),
+                HParam("max_lr", float, "maximal learning rate (cap on the Polyak step); null: no cap", symbol="λ"),
+                HParam("momentum", float, "momentum", symbol="β"),
+                HParam("epsilon", float, "denominator guard of the Polyak step", symbol="ϵ"),
             ),
         ),
         OptimizerEntry(
@@ -368,23 +397,21 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "SGD with hypergradient descent on the learning rate (Baydin et al. 2018)",
             SGDHD,
             (
-                HParam("lr", float, 0.01, "initial learning rate", low=0.0, symbol="λ"),
+                HParam("lr", float, "initial learning rate", symbol="λ"),
                 HParam(
                     "hypergradient_lr",
                     float,
-                    1e-3,
                     "hyper gradient learning rate: λ_t = λ_{t-1} + β g_t·u_{t-1}",
-                    low=0.0,
                     symbol="β",
                 ),
-                HParam("momentum", float, 0.0, "momentum (not in the thesis grids)", low=0.0, high=1.0),
+                HParam("momentum", float, "momentum (not in the thesis grids)"),
             ),
         ),
         OptimizerEntry(
             "cocob",
             "COCOB-Backprop: coin betting, no learning rate (Orabona & Tommasi 2017)",
             COCOB,
-            (HParam("alpha", float, 100.0, "restriction factor", low=0.0, symbol="α"),),
+            (HParam("alpha", float, "restriction factor", symbol="α"),),
         ),
     )
 }
