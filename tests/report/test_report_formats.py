@@ -10,11 +10,13 @@ import pytest
 
 from lsbench.report import (
     FORMATS,
+    TEXT_WIDTH,
     RunOutcome,
     SummaryRow,
     aggregate,
     format_table,
     latex_escape,
+    summary_tables,
     write_reports,
 )
 
@@ -38,23 +40,38 @@ def test_every_format_renders_rows_and_empty_tables(rows):
         format_table(rows, "html")
 
 
-def test_text_is_aligned_and_uses_the_thesis_cells(rows):
-    lines = format_table(rows, "text").splitlines()
-    assert len(lines) == 2 + len(rows)
-    header, rule, example_line = lines[0], lines[1], lines[3]
-    assert header.startswith("problem") and "train loss median; p25; p75" in header
-    assert set(rule) == {"-", " "}
-    # Every column starts where its header starts (right-aligned numbers end where the header ends).
-    column_ends = [match.end() for match in re.finditer(r"-+", rule)]
-    for line in lines[2:]:
-        for end in column_ends[2:-1]:
-            assert line[end - 1] != " ", (line, end)
-    assert "sgd_mom" in example_line
-    for cell in ("1.000", "2.000; 1.500; 3.500", "85.00", "60.00; 50.00; 72.50", "50.00; 40.00; 62.50", "75.00"):
-        assert cell in example_line
-    assert "lr=0.01" in example_line
-    empty = lines[2]
-    assert "adam" in empty and " - " in empty
+def test_text_fits_120_columns_and_shows_every_number(rows):
+    text = format_table(rows, "text")
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= TEXT_WIDTH == 120
+    assert len(format_table(rows, "md").splitlines()[0]) > 200  # the full table would not have fitted
+    titles = ["training loss", "validation accuracy (%)", "test accuracy (%)", "runs"]
+    assert [line for line in lines if line in titles] == titles
+    # Each table has one line per summary row, and a row's numbers sit on its line in header order.
+    example = [line for line in lines if "sgd_mom" in line]
+    assert len(example) == 4
+    loss, val, test, runs = (line.split("sgd_mom")[1].split() for line in example)
+    assert loss == ["1.000", "2.000", "1.500", "3.500"]
+    assert val == ["85.00", "60.00", "50.00", "72.50"]
+    assert test == ["75.00", "50.00", "40.00", "62.50", "75.00"]
+    assert runs[:5] == ["3", "14", "4", "2", "1"] and "lr=0.01" in example[3]
+    empty = [line for line in lines if "adam" in line][0]
+    assert empty.split("adam")[1].split() == ["-", "-", "-", "-"]
+
+
+def test_the_terminal_tables_fit_a_120_column_console(rows):
+    from rich.console import Console
+
+    console = Console(width=120, record=True, file=io.StringIO())
+    long = {"a" * 60: 1, "b" * 60: 2}
+    wide = [*rows, dataclasses.replace(rows[-1], optimizer="labpal_nsgd", best_hparams=long, varied=tuple(long))]
+    for table in summary_tables(wide):
+        console.print(table)
+    shown = console.export_text()
+    assert max(len(line) for line in shown.splitlines()) <= 120
+    for letter in "ab":  # the long names are wrapped onto more lines, not cut
+        assert sum(len(run) for run in re.findall(f"{letter}{{5,}}", shown)) == 60
+    assert "…" not in shown
 
 
 def test_markdown_is_a_table_with_escaped_pipes(rows):

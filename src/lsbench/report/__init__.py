@@ -5,10 +5,20 @@
     >>> print(format_table(rows, "md"), end="")
     >>> write_reports(rows, "reports/")  # summary.md, summary.csv, summary.tex
 
-:mod:`lsbench.report.summary` holds the statistics, :mod:`lsbench.report.formats` the renderers.
+:mod:`lsbench.report.summary` holds the statistics, :mod:`lsbench.report.formats` the renderers (the files' full
+table, and :func:`summary_tables`, the same numbers split to fit a terminal).
 """
 
-from lsbench.report.formats import FORMATS, REPORT_FILES, format_table, latex_escape, write_reports
+from lsbench.report.formats import (
+    FORMATS,
+    REPORT_FILES,
+    TEXT_WIDTH,
+    format_table,
+    latex_escape,
+    plain_text,
+    summary_tables,
+    write_reports,
+)
 from lsbench.report.summary import FAILED_STATES, METRICS, RunOutcome, SummaryRow, aggregate, canonical_hparams
 
 __all__ = [
@@ -16,11 +26,14 @@ __all__ = [
     "FORMATS",
     "METRICS",
     "REPORT_FILES",
+    "TEXT_WIDTH",
     "RunOutcome",
     "SummaryRow",
     "aggregate",
     "canonical_hparams",
     "format_table",
     "latex_escape",
+    "plain_text",
+    "summary_tables",
     "write_reports",
 ]

@@ -1,6 +1,9 @@
-"""Output formats of the Table A.1 summary: aligned text, GitHub Markdown, CSV and LaTeX (booktabs).
+"""Output formats of the Table A.1 summary: terminal text, GitHub Markdown, CSV and LaTeX (booktabs).
 
-Text, Markdown and LaTeX follow the thesis layout: the median and quartiles share one cell as "median; p25; p75".
+Markdown and LaTeX follow the thesis layout: the median and quartiles share one cell as "median; p25; p75"; they are
+the full table, written to files. The terminal form (``"text"``, :func:`summary_tables`) has to fit a terminal, and
+the full table is about 260 characters wide: it shows the same numbers as four tables (training loss, validation
+accuracy, test accuracy, runs with the best point), each well under 120 columns, drawn by rich.
 Losses are shown with 4 significant digits (trailing zeros kept), accuracies as percentages with 2 decimals, a missing
 value as "-" ("--" in LaTeX). CSV carries every :class:`~lsbench.report.summary.SummaryRow` field at full precision
 (accuracies as fractions, ``best_hparams`` as canonical JSON, a missing value as an empty cell).
@@ -16,17 +19,33 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import fields
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from lsbench.files import atomic_write_text
 from lsbench.report.summary import SummaryRow, canonical_hparams
 
-__all__ = ["FORMATS", "REPORT_FILES", "format_table", "latex_escape", "write_reports"]
+if TYPE_CHECKING:
+    from rich.console import Console, RenderableType
+    from rich.table import Table
+
+__all__ = [
+    "FORMATS",
+    "REPORT_FILES",
+    "TEXT_WIDTH",
+    "format_table",
+    "latex_escape",
+    "plain_text",
+    "print_blocks",
+    "summary_tables",
+]
 
 Format = Literal["md", "csv", "latex", "text"]
 FORMATS: tuple[str, ...] = ("text", "md", "csv", "latex")
 REPORT_FILES = {"md": "summary.md", "csv": "summary.csv", "latex": "summary.tex"}
 """The files :func:`write_reports` writes, by format."""
+
+TEXT_WIDTH = 120
+"""The terminal width ``format_table(rows, "text")`` renders for."""
 
 _MISSING = "-"
 _COUNTS = ("points", "runs", "diverged", "failed", "unfinished")
@@ -86,19 +105,77 @@ def _cells(row: SummaryRow) -> list[str]:
     return [row.problem, row.optimizer, *_metric_cells(row), *counts, _hparams_text(row.best_hparams, row.varied)]
 
 
+def summary_tables(rows: Sequence[SummaryRow]) -> list[Table]:
+    """The summary as four rich tables for a terminal: training loss (min, median, p25, p75), validation accuracy
+    and test accuracy (max, median, p25, p75; test also at the best validation point), and the run counts with the
+    best point's hyperparameters. A problem is named on its first row only."""
+    from rich import box
+    from rich.table import Table
+
+    def table(title: str, headers: Sequence[str], cells: Callable[[SummaryRow], list[str]]) -> Table:
+        shown = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        for column, header in enumerate(["problem", "optimizer", *headers]):
+            left = column < 2 or header == "best point"
+            shown.add_column(header, justify="left" if left else "right", overflow="fold")
+        previous = None
+        for index, row in enumerate(rows):
+            last_of_problem = index + 1 < len(rows) and rows[index + 1].problem != row.problem
+            problem = row.problem if row.problem != previous else ""
+            previous = row.problem
+            shown.add_row(problem, row.optimizer, *cells(row), end_section=last_of_problem)
+        return shown
+
+    def spread(show: Callable[[float | None], str], values: Sequence[float | None]) -> list[str]:
+        return [show(value) for value in values]
+
+    return [
+        table(
+            "training loss",
+            ["min", "median", "p25", "p75"],
+            lambda r: spread(_loss, [r.train_loss_min, r.train_loss_median, r.train_loss_p25, r.train_loss_p75]),
+        ),
+        table(
+            "validation accuracy (%)",
+            ["max", "median", "p25", "p75"],
+            lambda r: spread(_acc, [r.val_acc_max, r.val_acc_median, r.val_acc_p25, r.val_acc_p75]),
+        ),
+        table(
+            "test accuracy (%)",
+            ["max", "median", "p25", "p75", "at best val"],
+            lambda r: spread(
+                _acc, [r.test_acc_max, r.test_acc_median, r.test_acc_p25, r.test_acc_p75, r.best_test_acc]
+            ),
+        ),
+        table(
+            "runs",
+            [*_COUNTS, "best point"],
+            lambda r: [*(str(getattr(r, name)) for name in _COUNTS), _hparams_text(r.best_hparams, r.varied)],
+        ),
+    ]
+
+
+def print_blocks(console: Console, renderables: Sequence[RenderableType]) -> None:
+    """Print ``renderables`` on ``console`` one after another, a blank line between two."""
+    for index, renderable in enumerate(renderables):
+        if index:
+            console.print()
+        console.print(renderable)
+
+
+def plain_text(renderables: Sequence[RenderableType], width: int = TEXT_WIDTH) -> str:
+    """``renderables`` (rich tables, text) drawn without colour or styles into at most ``width`` columns."""
+    from rich.console import Console
+
+    buffer = io.StringIO()
+    console = Console(
+        file=buffer, width=width, color_system=None, force_terminal=False, highlight=False, markup=False, emoji=False
+    )
+    print_blocks(console, renderables)
+    return "".join(line.rstrip() + "\n" for line in buffer.getvalue().splitlines())
+
+
 def _text(rows: Sequence[SummaryRow]) -> str:
-    table = [_HEADERS, *(_cells(row) for row in rows)]
-    widths = [max(len(line[column]) for line in table) for column in range(len(_HEADERS))]
-
-    def render(line: list[str]) -> str:
-        parts = [
-            cell.ljust(width) if column in _LEFT else cell.rjust(width)
-            for column, (cell, width) in enumerate(zip(line, widths, strict=True))
-        ]
-        return "  ".join(parts).rstrip()
-
-    rule = "  ".join("-" * width for width in widths)
-    return "\n".join([render(_HEADERS), rule, *(render(_cells(row)) for row in rows)]) + "\n"
+    return plain_text(summary_tables(rows))
 
 
 def _md_cell(cell: str) -> str:
@@ -189,7 +266,8 @@ _RENDERERS: dict[str, Callable[[Sequence[SummaryRow]], str]] = {
 
 
 def format_table(rows: Sequence[SummaryRow], fmt: Format) -> str:
-    """Render ``rows`` as ``fmt``: ``"text"`` (aligned terminal table), ``"md"`` (GitHub Markdown), ``"csv"`` (header
+    """Render ``rows`` as ``fmt``: ``"text"`` (terminal tables, :func:`summary_tables`, at most
+    :data:`TEXT_WIDTH` columns), ``"md"`` (GitHub Markdown), ``"csv"`` (header
     row, then one line per row) or ``"latex"`` (booktabs ``tabular``). The result ends with a newline."""
     try:
         render = _RENDERERS[fmt]
