@@ -116,6 +116,8 @@ runs = Table(
     Column("summary", JSON, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
+    # The attempt that holds the run (Store.start_attempt with a claim); stays after it ends.
+    Column("claim", String(128), nullable=True),
 )
 """Identity columns (:data:`lsbench.runs.spec.IDENTITY_FIELDS`), then the run's state."""
 

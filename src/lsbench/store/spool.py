@@ -14,15 +14,25 @@ unterminated tail, so a broken line never swallows the next good one. One run is
 Ingestion is idempotent: every operation maps onto an idempotent store write (metrics keyed (run, step, name),
 attempts keyed (run, attempt id), statuses overwritten in file order), so replaying a file twice -- after a crash of
 the ingesting process, or by two login shells at once -- changes nothing. The byte offset up to which each file has
-been replayed is kept in ``spool/.offsets.json`` only to make repeated ingestion cheap.
+been replayed is kept in ``spool/.offsets.json`` only to make repeated ingestion cheap. Heartbeats carry the time
+they were sent, so a run's liveness read on the login node is that of the worker, not of the ingestion.
+
+**Claims.** Workers of a spooled sweep cannot reach the store, so they claim their run with files (:class:`FileClaims`):
+``spool/claims/<run_id>.<n>`` is created with ``O_EXCL``, which is atomic on NFS, Lustre and BeeGFS across nodes
+(unlike ``flock``). Generation ``n + 1`` may only be created while generation ``n`` is stale, and only one creator
+of a generation succeeds, so exactly one worker holds a run at a time.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import threading
+import time
 import zlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +40,7 @@ from lsbench.files import atomic_write_text
 
 SPOOL_DIR = "spool"
 OFFSETS_FILE = ".offsets.json"
+CLAIMS_DIR = "claims"
 
 
 def encode_line(record: Mapping[str, Any]) -> bytes:
@@ -67,18 +78,25 @@ class SpoolWriter:
         self.directory = Path(sweep_dir) / SPOOL_DIR
         self.directory.mkdir(parents=True, exist_ok=True)
         self.redacted_url = f"spool of {redacted_url}"
+        self.claims = FileClaims(sweep_dir)
+        self._lock = threading.Lock()  # the heartbeat thread appends too
 
     def close(self) -> None:
         """Nothing is held open between writes."""
 
     def _append(self, run_id: str, op: str, **fields: Any) -> None:
         path = self.directory / f"{run_id}.jsonl"
+        with self._lock:
+            self._append_line(path, encode_line({"op": op, "run_id": run_id, **fields}))
+
+    @staticmethod
+    def _append_line(path: Path, line: bytes) -> None:
         descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             size = os.fstat(descriptor).st_size
             if size and _last_byte(path, size) != b"\n":
                 os.write(descriptor, b"\n")  # close the line a killed writer left unterminated
-            os.write(descriptor, encode_line({"op": op, "run_id": run_id, **fields}))
+            os.write(descriptor, line)
             os.fsync(descriptor)
         finally:
             os.close(descriptor)
@@ -95,11 +113,19 @@ class SpoolWriter:
         statuses = [r["status"] for r in self.records(run_id) if r["op"] == "status"]
         return statuses[-1] if statuses else None
 
-    def start_attempt(self, run_id: str, attempt_id: str, **fields: Any) -> None:
+    def start_attempt(
+        self, run_id: str, attempt_id: str, *, claim_stale_after: float | None = None, **fields: Any
+    ) -> bool:
+        """As :meth:`lsbench.store.Store.start_attempt`, the claim taken with :class:`FileClaims`."""
+        if claim_stale_after is not None and not self.claims.claim(run_id, attempt_id, claim_stale_after):
+            return False
         self._append(run_id, "start_attempt", attempt_id=attempt_id, **fields)
+        return True
 
-    def heartbeat(self, run_id: str, attempt_id: str, step: int) -> None:
-        self._append(run_id, "heartbeat", attempt_id=attempt_id, step=step)
+    def heartbeat(self, run_id: str, attempt_id: str, step: int | None) -> bool:
+        """As :meth:`lsbench.store.Store.heartbeat`: recorded with the time it was sent; refreshes the claim."""
+        self._append(run_id, "heartbeat", attempt_id=attempt_id, step=step, at=time.time())
+        return self.claims.refresh(run_id, attempt_id)
 
     def end_attempt(self, run_id: str, attempt_id: str, status: str, exit_code: int) -> None:
         self._append(run_id, "end_attempt", attempt_id=attempt_id, status=status, exit_code=exit_code)
@@ -147,8 +173,74 @@ def _apply(store: Any, record: dict[str, Any]) -> None:
     elif op == "start_attempt":
         store.start_attempt(run_id, **record)
     elif op == "heartbeat":
-        store.heartbeat(run_id, record["attempt_id"], record["step"])
+        at = record.get("at")  # lines written before heartbeats carried their time have none
+        when = None if at is None else datetime.fromtimestamp(at, timezone.utc)
+        store.heartbeat(run_id, record["attempt_id"], record["step"], at=when)
     elif op == "end_attempt":
         store.end_attempt(run_id, **record)
     elif op == "status":
         store.set_run_status(run_id, **record)
+
+
+class FileClaims:
+    """Claims of runs as files on the shared file system: ``spool/claims/<run_id>.<generation>``.
+
+    A claim file holds ``{"attempt_id", "heartbeat"}`` (seconds since the epoch, refreshed by its holder). Taking a
+    run creates the next generation with ``O_EXCL`` once the newest one is stale (or absent); a holder that finds a
+    newer generation than its own has lost the run.
+    """
+
+    def __init__(self, sweep_dir: Path) -> None:
+        self.directory = Path(sweep_dir) / SPOOL_DIR / CLAIMS_DIR
+
+    def _newest(self, run_id: str) -> tuple[int, dict[str, Any] | None]:
+        """The newest generation of the run's claim (0: none) and its content (None while unreadable)."""
+        generations = [int(path.suffix[1:]) for path in self.directory.glob(f"{run_id}.*") if path.suffix[1:].isdigit()]
+        newest = max(generations, default=0)
+        if not newest:
+            return 0, None
+        path = self.directory / f"{run_id}.{newest}"
+        try:
+            return newest, json.loads(path.read_text())
+        except (OSError, ValueError):  # being written by its creator right now, or its creator died doing so
+            with contextlib.suppress(OSError):
+                return newest, {"attempt_id": None, "heartbeat": path.stat().st_mtime}
+            return newest, None
+
+    @staticmethod
+    def _live(holder: Mapping[str, Any] | None, stale_after: float, now: float) -> bool:
+        return holder is not None and now - float(holder["heartbeat"]) <= stale_after
+
+    def claim(self, run_id: str, attempt_id: str, stale_after: float) -> bool:
+        """Take the run for ``attempt_id`` unless another attempt holds a live claim; whether it was taken."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        newest, holder = self._newest(run_id)
+        if holder is not None and holder["attempt_id"] == attempt_id:
+            return True
+        if self._live(holder, stale_after, time.time()):
+            return False
+        path = self.directory / f"{run_id}.{newest + 1}"
+        try:
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:  # another worker took this generation first
+            return False
+        try:
+            os.write(descriptor, json.dumps({"attempt_id": attempt_id, "heartbeat": time.time()}).encode())
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+        return True
+
+    def refresh(self, run_id: str, attempt_id: str) -> bool:
+        """Renew the holder's claim; False (and nothing written) if a newer claim has taken the run over."""
+        newest, holder = self._newest(run_id)
+        if holder is None or holder["attempt_id"] != attempt_id:
+            return newest == 0  # an attempt that never claimed holds nothing to lose
+        content = json.dumps({"attempt_id": attempt_id, "heartbeat": time.time()})
+        atomic_write_text(self.directory / f"{run_id}.{newest}", content)
+        return True
+
+    def live(self, run_ids: Iterable[str], stale_after: float) -> set[str]:
+        """The runs among ``run_ids`` whose newest claim is live (read on the login node)."""
+        now = time.time()
+        return {run_id for run_id in run_ids if self._live(self._newest(run_id)[1], stale_after, now)}

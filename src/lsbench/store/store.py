@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from itertools import islice
 from types import TracebackType
 from typing import Any
@@ -331,8 +331,19 @@ class Store:
         log_path: str,
         gpu: str | None,
         versions: Mapping[str, str],
-    ) -> None:
-        """Record the start of an attempt (status "running"); a repeated (run_id, attempt_id) leaves the first row."""
+        claim_stale_after: float | None = None,
+    ) -> bool:
+        """Record the start of an attempt (status "running"); a repeated (run_id, attempt_id) leaves the first row.
+
+        With ``claim_stale_after`` the attempt also *claims* the run, and is recorded only if it wins: the run is
+        free, or the attempt holding it has ended or sent no heartbeat for ``claim_stale_after`` seconds. Exactly
+        one of several workers started for the same run wins, whichever machines they run on (a file lock is only
+        seen on its own node on many cluster file systems). Returns whether the attempt was recorded.
+
+        The claim is decided under a row lock on the run (``SELECT ... FOR UPDATE``; SQLite's write transaction),
+        and the holder is read by a statement after the lock is granted, so on Postgres it sees a rival's attempt
+        committed while this one waited.
+        """
         now = _now()
         stmt = (
             self._insert(schema.attempts)
@@ -355,9 +366,43 @@ class Store:
             )
             .on_conflict_do_nothing(index_elements=["run_id", "attempt_id"])
         )
+        r = schema.runs
         with self._writer.begin() as conn:
-            self._require_run(conn, run_id)
+            holder = conn.execute(select(r.c.claim).where(r.c.run_id == run_id).with_for_update()).first()
+            if holder is None:
+                raise KeyError(f"unknown run {run_id!r}")
+            if claim_stale_after is not None:
+                held_by_another = holder.claim not in (None, attempt_id)
+                if held_by_another and self._claim_is_live(conn, run_id, holder.claim, now, claim_stale_after):
+                    return False
+                conn.execute(update(r).where(r.c.run_id == run_id).values(claim=attempt_id))
             conn.execute(stmt)
+        return True
+
+    @staticmethod
+    def _claim_is_live(conn: Connection, run_id: str, attempt_id: str, now: datetime, stale_after: float) -> bool:
+        a = schema.attempts
+        row = conn.execute(
+            select(a.c.status, a.c.heartbeat_at).where(a.c.run_id == run_id, a.c.attempt_id == attempt_id)
+        ).first()
+        if row is None or row.status != _ATTEMPT_RUNNING:
+            return False
+        return (now - (row.heartbeat_at or now)).total_seconds() <= stale_after
+
+    @retried
+    def live_claims(self, sweep: str, stale_after: float) -> set[str]:
+        """The runs of ``sweep`` held by an attempt that is still running and sent a heartbeat within
+        ``stale_after`` seconds: what a resubmission must leave alone, whichever node the worker runs on."""
+        r, sr, a = schema.runs, schema.sweep_runs, schema.attempts
+        cutoff = _now() - timedelta(seconds=stale_after)
+        stmt = (
+            select(r.c.run_id)
+            .select_from(sr.join(r, r.c.run_id == sr.c.run_id))
+            .join(a, (a.c.run_id == r.c.run_id) & (a.c.attempt_id == r.c.claim))
+            .where(sr.c.sweep == sweep, a.c.status == _ATTEMPT_RUNNING, a.c.heartbeat_at >= cutoff)
+        )
+        with self._engine.begin() as conn:
+            return {row.run_id for row in conn.execute(stmt)}
 
     def _update_attempt(self, run_id: str, attempt_id: str, conn: Connection | None = None, **values: Any) -> None:
         a = schema.attempts
@@ -367,9 +412,20 @@ class Store:
                 raise KeyError(f"unknown attempt {attempt_id!r} of run {run_id!r}")
 
     @retried
-    def heartbeat(self, run_id: str, attempt_id: str, step: int) -> None:
-        """Record that the attempt is alive at ``step`` (sets ``heartbeat_at`` to now)."""
-        self._update_attempt(run_id, attempt_id, heartbeat_at=_now(), heartbeat_step=int(step))
+    def heartbeat(self, run_id: str, attempt_id: str, step: int | None, at: datetime | None = None) -> bool:
+        """Record that the attempt is alive (at ``at``, default now) at ``step``; ``step`` None keeps the last one.
+
+        Returns whether the attempt still holds the run's claim (True for attempts that never claimed): a worker
+        that lost it -- silent for too long, and another worker took the run over -- must stop training.
+        """
+        values: dict[str, Any] = {"heartbeat_at": at or _now()}
+        if step is not None:
+            values["heartbeat_step"] = int(step)
+        r = schema.runs
+        with self._writer.begin() as conn:
+            self._update_attempt(run_id, attempt_id, conn=conn, **values)
+            claim = conn.execute(select(r.c.claim).where(r.c.run_id == run_id)).scalar_one_or_none()
+        return claim in (None, attempt_id)
 
     @retried
     def end_attempt(self, run_id: str, attempt_id: str, status: str, exit_code: int) -> None:

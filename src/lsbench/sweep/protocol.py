@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,6 +28,24 @@ EXIT_FAILED = EXIT_FAILURE
 FINISHED_STATES = FINISHED  # kept for the worker, which imports it from here
 WORKER_LOCK = "worker.lock"
 
+HEARTBEAT_ENV = "LSBENCH_HEARTBEAT_SECONDS"
+HEARTBEAT_SECONDS = 60.0
+"""How often a worker reports that it is alive, on a timer, whatever its evaluation schedule
+(``$LSBENCH_HEARTBEAT_SECONDS`` overrides it, e.g. for tests)."""
+CLAIM_STALE_HEARTBEATS = 5
+"""A claim whose holder sent no heartbeat for this many periods is free to take over: the holder is dead or cut off."""
+
+
+def heartbeat_seconds() -> float:
+    """The heartbeat period in force (the environment's, else :data:`HEARTBEAT_SECONDS`)."""
+    value = os.environ.get(HEARTBEAT_ENV)
+    return float(value) if value else HEARTBEAT_SECONDS
+
+
+def claim_stale_seconds() -> float:
+    """After how many seconds of silence a run's claim may be taken over."""
+    return CLAIM_STALE_HEARTBEATS * heartbeat_seconds()
+
 
 @contextlib.contextmanager
 def exclusive(path: Path) -> Iterator[bool]:
@@ -44,6 +63,19 @@ def exclusive(path: Path) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+LOCK_DIR_ENV = "LSBENCH_LOCK_DIR"
+
+
+def lock_file(run_dir: Path, run_id: str) -> Path:
+    """The worker's file lock of a run: in ``$LSBENCH_LOCK_DIR`` when set (a node-local directory), else in the run
+    directory. Only a second line of defence: the store's claim is what keeps two nodes from training one run."""
+    directory = os.environ.get(LOCK_DIR_ENV)
+    if not directory:
+        return run_dir / WORKER_LOCK
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    return Path(directory) / f"{run_id}.lock"
 
 
 def run_is_locked(run_dir: Path) -> bool:

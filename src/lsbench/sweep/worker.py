@@ -5,10 +5,15 @@ directly, Slurm inside the container -- so it needs nothing but the sweep direct
 
 * finds its run in ``plan.json`` and the store URL in ``sweep.json``;
 * exits at once (code 0) if the run is already completed or diverged: a requeued or duplicated task costs nothing;
-* takes an exclusive lock on the run directory, so two workers never train the same run at the same time on one
-  machine (the second exits with :data:`EXIT_BUSY` and changes nothing);
+* claims the run: in the store, with a conditional write only one attempt can win (spooled sweeps: with a file
+  created exclusively on the shared file system), so two workers never train the same run at the same time,
+  whichever nodes they run on; a file lock on the run (in ``$LSBENCH_LOCK_DIR`` if set, else the run directory)
+  is a second line of defence. The loser exits with :data:`EXIT_BUSY` and changes nothing;
 * records an attempt (host, pid, backend job id, log path, GPU, versions) and streams every evaluation point to
   the store as metrics keyed (run, step, name), so a resumed run that reports a point again writes nothing new;
+* sends a heartbeat on a timer (:func:`lsbench.sweep.protocol.heartbeat_seconds`), independent of the evaluation
+  schedule, so a healthy run that evaluates once a day is never taken for dead; a worker whose claim was taken
+  over (it was cut off for longer than the claim's staleness) stops at the next step;
 * resumes from the run's checkpoint if one exists (lsbench.train);
 * on SIGTERM, SIGINT or SIGUSR2 (scheduler time limit, preemption, a cancelled or killed pool) finishes the
   current step, checkpoints and exits with :data:`EXIT_INTERRUPTED`, leaving the run ``preempted`` so that a
@@ -26,6 +31,7 @@ import platform
 import signal
 import socket
 import sys
+import threading
 import traceback
 import uuid
 from collections.abc import Callable, Iterator
@@ -35,6 +41,7 @@ from types import FrameType
 import torch
 
 import lsbench
+from lsbench.runs import FINISHED
 from lsbench.store import Store
 from lsbench.store.spool import SpoolWriter
 from lsbench.sweep.layout import SweepDir
@@ -42,12 +49,13 @@ from lsbench.sweep.protocol import (
     EXIT_BAD_INPUT,
     EXIT_BUSY,
     EXIT_DIVERGED,
-    EXIT_DONE,
-    EXIT_FAILED,
+    EXIT_FAILURE,
     EXIT_INTERRUPTED,
-    FINISHED_STATES,
-    WORKER_LOCK,
+    EXIT_OK,
+    claim_stale_seconds,
     exclusive,
+    heartbeat_seconds,
+    lock_file,
 )
 from lsbench.train import TrainResult, train
 from lsbench.train.checkpoint import CHECKPOINT, PREVIOUS_CHECKPOINT
@@ -76,12 +84,12 @@ def run_worker(
     store = open_results(sweep)
     try:
         status = _run_status(store, spec.run_id)
-        if status in FINISHED_STATES:
+        if status in FINISHED:
             print(f"run {spec.run_id} is already {status}; nothing to do", flush=True)
-            return EXIT_DONE
+            return EXIT_OK
         run_dir = sweep.run_dir(spec.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
-        with exclusive(run_dir / WORKER_LOCK) as acquired:
+        with exclusive(lock_file(run_dir, spec.run_id)) as acquired:
             if not acquired:
                 print(f"run {spec.run_id} is being trained by another worker", flush=True)
                 return EXIT_BUSY
@@ -122,7 +130,7 @@ def _train_and_record(
     spec = sweep.run_spec(index)
     config = spec.train_config(device=device, checkpoint_every=spec.eval_every)
     attempt_id = f"{job_id or backend}/{uuid.uuid4().hex[:8]}"
-    store.start_attempt(
+    claimed = store.start_attempt(
         run_id,
         attempt_id,
         backend=backend,
@@ -132,23 +140,34 @@ def _train_and_record(
         log_path=str(sweep.log_file(run_id)),
         gpu=_gpu_name(config.resolved().device),
         versions=_versions(),
+        claim_stale_after=claim_stale_seconds(),
     )
+    if not claimed:
+        print(f"run {run_id} is claimed by a live worker elsewhere", flush=True)
+        return EXIT_BUSY
     store.set_run_status(run_id, "running")
     print(f"attempt {attempt_id}: {spec.problem} {spec.optimizer} seed {spec.seed} {spec.hparams}", flush=True)
+    last_step: list[int | None] = [None]
 
     def record(point: dict[str, float]) -> None:
-        step = int(point["step"])
+        step = last_step[0] = int(point["step"])
         store.add_metrics(run_id, step, {name: point[name] for name in METRIC_NAMES})
-        store.heartbeat(run_id, attempt_id, step)
 
-    try:
-        result = train(config, sweep.run_dir(run_id), on_eval=record, should_stop=stop_requested)
-    except Exception:
-        traceback.print_exc()
-        store.set_run_status(run_id, "failed", end_attempt=(attempt_id, EXIT_FAILED))
-        return EXIT_FAILED
+    with _heartbeats(store, run_id, attempt_id, lambda: last_step[0]) as claim_lost:
+        try:
+            result = train(
+                config, sweep.run_dir(run_id), on_eval=record, should_stop=lambda: stop_requested() or claim_lost()
+            )
+        except Exception:
+            traceback.print_exc()
+            store.set_run_status(run_id, "failed", end_attempt=(attempt_id, EXIT_FAILURE))
+            return EXIT_FAILURE
+    if claim_lost():
+        print(f"attempt {attempt_id}: another worker took the run over; stopped at step {result.steps_done}")
+        store.end_attempt(run_id, attempt_id, "preempted", EXIT_BUSY)
+        return EXIT_BUSY
     code = _record_result(store, run_id, attempt_id, result)
-    if code in (EXIT_DONE, EXIT_DIVERGED):
+    if code in (EXIT_OK, EXIT_DIVERGED):
         for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):  # the result is stored; the run will never resume
             (sweep.run_dir(run_id) / name).unlink(missing_ok=True)
     print(f"attempt {attempt_id}: {result.status} at step {result.steps_done}", flush=True)
@@ -162,7 +181,7 @@ def _record_result(store: Store | SpoolWriter, run_id: str, attempt_id: str, res
     final = result.final
     values.update(val_loss=final.get("val_loss", float("nan")), test_loss=final.get("test_loss", float("nan")))
     if result.status == "completed":
-        code, status, extra = EXIT_DONE, "completed", {"summary": values}
+        code, status, extra = EXIT_OK, "completed", {"summary": values}
     elif result.status == "diverged":
         extra = {"summary": values, "diverged_at_step": result.diverged_at_step}
         code, status = EXIT_DIVERGED, "diverged"
@@ -170,6 +189,32 @@ def _record_result(store: Store | SpoolWriter, run_id: str, attempt_id: str, res
         code, status, extra = EXIT_INTERRUPTED, "preempted", {}
     store.set_run_status(run_id, status, step=result.steps_done, end_attempt=(attempt_id, code), **extra)
     return code
+
+
+@contextlib.contextmanager
+def _heartbeats(
+    store: Store | SpoolWriter, run_id: str, attempt_id: str, step: Callable[[], int | None]
+) -> Iterator[Callable[[], bool]]:
+    """Send a heartbeat every :func:`heartbeat_seconds` from a thread while the block runs; yield a flag that turns
+    true once the store says the attempt no longer holds the run. A heartbeat that fails (store briefly gone, after
+    its retries) is logged and the next one tried: silence is what lets a dead worker's run be taken over."""
+    stop, lost = threading.Event(), threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(heartbeat_seconds()):
+            try:
+                if not store.heartbeat(run_id, attempt_id, step()):
+                    lost.set()
+            except Exception as error:  # a worker must not die of a missed heartbeat
+                print(f"heartbeat failed: {error}", file=sys.stderr, flush=True)
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield lost.is_set
+    finally:
+        stop.set()
+        thread.join()
 
 
 @contextlib.contextmanager
