@@ -1,4 +1,4 @@
-"""What a worker and the programs that start and watch it agree on: exit codes, run states and the run lock.
+"""What a worker and the programs that start and watch it agree on: exit codes, heartbeats, claims and the run lock.
 
 The exit codes are the only definition of them: the ``sweep`` and ``lsbench`` commands use the first three, a worker
 all six. Kept free of torch so that the pool and the status commands start in a fraction of a second.
@@ -12,20 +12,13 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-from lsbench.runs import FINISHED
-
 EXIT_OK = 0  # a command succeeded; a worker's run completed, or was finished before the worker started
 EXIT_FAILURE = 1  # a command failed (e.g. a run of `--wait` did not finish); a worker's run failed
 EXIT_BAD_INPUT = 2  # the user asked for something impossible; one line on stderr says why, nothing was written
 EXIT_DIVERGED = 3  # worker: the run diverged (a result, not a failure)
 EXIT_INTERRUPTED = 4  # worker: stopped by a signal after checkpointing; the run is "preempted"
-EXIT_BUSY = 5  # worker: another worker holds the run's lock; nothing was changed
+EXIT_BUSY = 5  # worker: another worker holds the run (its claim or lock); nothing was changed
 
-# The names the worker and the pool read their codes by.
-EXIT_DONE = EXIT_OK
-EXIT_FAILED = EXIT_FAILURE
-
-FINISHED_STATES = FINISHED  # kept for the worker, which imports it from here
 WORKER_LOCK = "worker.lock"
 
 HEARTBEAT_ENV = "LSBENCH_HEARTBEAT_SECONDS"

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from lsbench.sweep.protocol import EXIT_BAD_INPUT, EXIT_DONE
+from lsbench.sweep.protocol import EXIT_BAD_INPUT, EXIT_OK
 from lsbench.train.trainer import CheckpointMismatchError, TrainConfig, TrainResult, train
 
 __all__ = ["add_train_parser", "main", "run_train"]
@@ -111,7 +111,7 @@ def run_train(args: argparse.Namespace) -> int:
     except CheckpointMismatchError as error:
         return _bad_input(error)
     print(_summary_line(config, result))
-    return EXIT_DONE
+    return EXIT_OK
 
 
 def _bad_input(error: Exception) -> int:

@@ -36,7 +36,7 @@ from types import FrameType
 from lsbench.store import RunRow, Store
 from lsbench.sweep.backends import SubmitOptions
 from lsbench.sweep.layout import SweepDir
-from lsbench.sweep.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_DONE, EXIT_INTERRUPTED
+from lsbench.sweep.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK
 
 POOL_LOCK = "pool.lock"
 POOL_INFO = "pool.json"
@@ -224,7 +224,7 @@ class Pool:
                 continue
             del self.running[pid]
             self.free.append(slot)
-            if code not in (EXIT_DONE, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_BUSY):
+            if code not in (EXIT_OK, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_BUSY):
                 run = store.get_run(run_id)
                 if run is not None and run.status in ("running", "queued"):
                     # killed (OOM, SIGKILL) or crashed before it could record its own failure
