@@ -84,3 +84,11 @@ def test_python_m_lsbench_info_json():
     done = subprocess.run([sys.executable, "-m", "lsbench", "info", "--json"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert set(json.loads(done.stdout)["optimizers"]) == set(OPTIMIZERS)
+
+
+def test_lsbench_info_json_through_the_cli_entry(capsys):
+    from lsbench.cli import main
+
+    assert main(["info", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert set(info) == {"optimizers", "problems"} and "pal" in info["optimizers"]

@@ -5,7 +5,7 @@ import pytest
 
 from lsbench.report import aggregate
 from lsbench.store import Store
-from lsbench.sweep.cli import sweep_outcomes
+from lsbench.sweep.api import sweep_outcomes
 from lsbench.sweep.plan import RunSpec
 
 # (lr, seed) -> (status, train loss, validation accuracy, test accuracy)

@@ -7,14 +7,12 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from lsbench.store import Store
-from lsbench.sweep.cli import main
 from lsbench.sweep.layout import SweepDir
 
 GRID = """\
@@ -28,31 +26,6 @@ optimizers:
   pal:
     fixed: {{measuring_step_size: 0.1, update_step_adaptation: 1.0}}
 """
-
-
-@dataclass
-class Outcome:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def sweep_cli(capsys, monkeypatch):
-    """Run the `sweep` CLI in this process (the pool and its workers are real subprocesses all the same)."""
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-
-    def run(root: Path, *args: str) -> Outcome:
-        monkeypatch.setenv("LSBENCH_ROOT", str(root))
-        capsys.readouterr()
-        try:
-            code = main(list(args))
-        except SystemExit as exit_:  # argparse's -h and usage errors
-            code = exit_.code
-        captured = capsys.readouterr()
-        return Outcome(code, captured.out, captured.err)
-
-    return run
 
 
 def write_grid(tmp_path: Path, name: str, lrs: str = "[0.1]") -> Path:

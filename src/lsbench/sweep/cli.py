@@ -2,333 +2,224 @@
 
     sweep submit GRID [--backend local|slurm] [--profile PROFILE] [--dry-run] [--json] [--wait]
     sweep status NAME [--json]
-    sweep aggregate NAME [--format text|md|csv|latex]
-    sweep resubmit NAME [--failed] [--missing] [--profile PROFILE] [--wait]
-    sweep cancel NAME
-    sweep list
-    sweep image check [DEFINITION]
+    sweep aggregate NAME [--format text|md|csv|latex | --json]
+    sweep resubmit NAME [--failed] [--missing] [--profile PROFILE] [--wait] [--json]
+    sweep cancel NAME [--json]
+    sweep list [--json]
+    sweep image check [DEFINITION] [--json]
     sweep image build [DEFINITION] [--output IMAGE] [--dry-run]
 
 All state lives under a root directory (``--root``, else ``$LSBENCH_ROOT``, else ``./runs``). A grid path is looked
-up in the working directory, then under ``sweeps/``. Exit codes: 0 ok, 1 failure, 2 bad input (one line on stderr,
-and nothing written).
+up in the working directory, then under ``sweeps/``. Exit codes (:mod:`lsbench.sweep.protocol`): 0 ok, 1 failure,
+2 bad input (one line on stderr, and nothing written).
+
+Each command parses its arguments, calls :mod:`lsbench.sweep.api` and formats what comes back; the work is there.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import sys
-import time
-from collections.abc import Callable, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from lsbench.files import atomic_write_text
-from lsbench.report import RunOutcome, aggregate, format_table, write_reports
-from lsbench.store import RunRow, RunSpecLike, Store
-from lsbench.store.spool import ingest
-from lsbench.sweep.backends import (
-    BACKENDS,
-    Backend,
-    BackendError,
-    BackendInputError,
-    SubmitOptions,
-    get_backend,
-)
-from lsbench.sweep.layout import SWEEP_NAME_PATTERN, SweepDir, sweep_root
-from lsbench.sweep.protocol import FINISHED_STATES, run_is_locked
-from lsbench.sweep.status import DEFAULT_STALE_SECONDS, FAILED_STATES, sweep_status
+from lsbench.sweep import api
+from lsbench.sweep.backends import BACKENDS, BackendError, BackendInputError
+from lsbench.sweep.layout import sweep_root
+from lsbench.sweep.protocol import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
+from lsbench.sweep.status import DEFAULT_STALE_SECONDS
 
 if TYPE_CHECKING:
-    from lsbench.sweep.grid import Resources
+    from types import TracebackType
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
-GRID_SEARCH_DIR = Path("sweeps")
-RESUBMIT_FAILED = (*FAILED_STATES, "preempted", "cancelled")
-RESUBMIT_MISSING = ("planned", "queued", "running", "preempted", "cancelled")
+    from rich.console import Console
+    from rich.progress import Progress, TaskID
 
-
-class BadInput(Exception):
-    """A user error: reported as one line on stderr with exit code 2."""
+# -- output ---------------------------------------------------------------------------------------------------
 
 
-# -- helpers --------------------------------------------------------------------------------------------------
+def _console() -> Console:
+    """A rich console on stdout: styled and redrawn in place on a terminal, plain text in a file or pipe."""
+    from rich.console import Console
+
+    return Console(force_terminal=sys.stdout.isatty(), highlight=False, markup=False, emoji=False)
 
 
-def resolve_grid(path: str) -> Path:
-    """``path`` as given if it exists, else under ``sweeps/`` (so ``grids/pal_cifar10.yaml`` works from the repo)."""
-    given = Path(path)
-    if given.exists() or given.is_absolute():
-        return given
-    candidate = GRID_SEARCH_DIR / given
-    return candidate if candidate.exists() else given
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None``: JSON has no spelling for them."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
 
 
-def open_sweep(root: Path, name: str) -> SweepDir:
-    if not SWEEP_NAME_PATTERN.fullmatch(name):
-        raise BadInput(f"invalid sweep name {name!r} (letters, digits, '_', '.', '-'; no path separators)")
-    sweep = SweepDir(root / name)
-    if not sweep.exists():
-        known = ", ".join(sorted(p.parent.name for p in root.glob("*/sweep.json"))) or "none"
-        raise BadInput(f"no sweep {name!r} under {root} (sweeps there: {known})")
-    return sweep
+def _print_json(value: object) -> None:
+    print(json.dumps(_finite(value), indent=2, sort_keys=True, allow_nan=False))
 
 
-def queue_runs(store: Store, sweep: SweepDir, rows: Sequence[RunRow]) -> list[RunRow]:
-    """Mark ``rows`` queued, skipping finished runs and runs a live worker is training; return those queued."""
-    queued = []
-    for row in rows:
-        if row.status in FINISHED_STATES or run_is_locked(sweep.run_dir(row.run_id)):
-            continue
-        store.set_run_status(row.run_id, "queued")
-        queued.append(row)
-    return queued
+class ProgressView:
+    """What ``--wait`` shows: a rich progress bar redrawn in place on a terminal; elsewhere (a log file) one plain
+    line per change of the counts, so the log says when each run ended without a line per poll."""
+
+    BAR_WIDTH = 30
+
+    def __init__(self, name: str, console: Console | None = None) -> None:
+        self.name = name
+        self.console = console or _console()
+        self._last_counts = ""
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
+
+    def __enter__(self) -> ProgressView:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, traceback: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def update(self, progress: api.Progress) -> None:
+        eta = "?" if progress.eta is None else f"{progress.eta:.0f}s"
+        counts = f"{progress.running} running, {progress.failed} failed"
+        if self.console.is_terminal:
+            self._draw(progress, counts, eta)
+            return
+        line = f"{progress.done}/{progress.total} done, {counts}"
+        if line != self._last_counts:
+            filled = self.BAR_WIDTH * progress.done // progress.total if progress.total else self.BAR_WIDTH
+            bar = "#" * filled + "." * (self.BAR_WIDTH - filled)
+            self.console.file.write(f"[{bar}] {line}, ETA {eta}\n")
+            self.console.file.flush()
+            self._last_counts = line
+
+    def _draw(self, progress: api.Progress, counts: str, eta: str) -> None:
+        if self._bar is None:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(bar_width=self.BAR_WIDTH),
+                MofNCompleteColumn(),
+                TextColumn("done, {task.fields[counts]}, ETA {task.fields[eta]}", markup=False),
+                TimeElapsedColumn(),
+                console=self.console,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.name, total=progress.total, counts=counts, eta=eta)
+        assert self._task is not None
+        self._bar.update(self._task, completed=progress.done, total=progress.total, counts=counts, eta=eta)
 
 
-def open_store(sweep: SweepDir) -> Store:
-    """The sweep's store, with the workers' spool files ingested first when they record through spool files."""
-    store = Store(sweep.store_url())
-    if sweep.read_meta().get("spool"):
-        ingest(store, sweep.path)
-    return store
-
-
-def backend_of(sweep: SweepDir) -> Backend:
-    """The backend that started the sweep (recorded in ``sweep.json``)."""
-    return get_backend(sweep.read_meta().get("backend", "local"))
-
-
-def wait_for(store: Store, sweep: SweepDir, run_ids: set[str], out: Callable[[str], None]) -> int:
-    """Show progress until the runs are no longer queued or running; 0 if all finished, else 1."""
-    backend = backend_of(sweep)
-    started = time.monotonic()
-    finished_before: int | None = None
-    idle_polls = 0
-    last_line = ""
-    spooled = bool(sweep.read_meta().get("spool"))
-    while True:
-        if spooled:
-            ingest(store, sweep.path)
-        backend.refresh(sweep, store)
-        rows = [row for row in store.sweep_runs(sweep.name) if row.run_id in run_ids]
-        counts = {state: sum(row.status == state for row in rows) for state in {row.status for row in rows}}
-        done = sum(counts.get(state, 0) for state in FINISHED_STATES)
-        active = counts.get("queued", 0) + counts.get("running", 0)
-        failed = len(rows) - done - active
-        finished_before = done if finished_before is None else finished_before
-        rate_done = done - finished_before
-        elapsed = time.monotonic() - started
-        eta = f"{(elapsed / rate_done) * active:.0f}s" if rate_done else "?"
-        width = 30
-        filled = int(width * done / len(rows)) if rows else width
-        line = (
-            f"[{'#' * filled}{'.' * (width - filled)}] {done}/{len(rows)} done, {counts.get('running', 0)} running, "
-            f"{failed} failed, ETA {eta}"
-        )
-        if sys.stdout.isatty():
-            out(f"\r{line}   ")
-        elif line.split(", ETA")[0] != last_line.split(", ETA")[0]:  # a log file gets a line per change only
-            out(f"{line}\n")
-        last_line = line
-        if active == 0:
-            out("\n" if sys.stdout.isatty() else "")
-            return EXIT_OK if done == len(rows) else EXIT_FAILURE
-        idle_polls = 0 if backend.active(sweep) else idle_polls + 1
-        if idle_polls > 3:  # grace for a worker that is just recording its end
-            out(f"\nno worker is left, {active} runs unfinished; `sweep resubmit {sweep.name}` continues them\n")
-            return EXIT_FAILURE
-        time.sleep(1.0)
-
-
-def _write(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+def _wait(name: str, run_ids: Iterable[str], root: str | None, *, quiet: bool) -> api.WaitResult:
+    """``api.wait`` with the progress shown (unless ``quiet``, as with ``--json``)."""
+    if quiet:
+        return api.wait(name, run_ids, root=root)
+    with ProgressView(name) as view:
+        result = api.wait(name, run_ids, root=root, on_progress=view.update)
+    if result.stalled:
+        unfinished = result.progress.active
+        print(f"no worker is left, {unfinished} runs unfinished; `sweep resubmit {name}` continues them", flush=True)
+    return result
 
 
 # -- commands -------------------------------------------------------------------------------------------------
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
-    from lsbench.sweep.grid import load_grid
-    from lsbench.sweep.plan import expand, summarize
-    from lsbench.sweep.references import resolve_references
-
-    grid_path = resolve_grid(args.grid)
-    grid = resolve_references(load_grid(grid_path), sweep_root(args.root), dry_run=args.dry_run)
-    runs = expand(grid)
     if args.dry_run:
-        summary = summarize(runs, grid)
-        print(_json(summary.to_json()) if args.json else summary.format_text())
-        return EXIT_OK
-    backend_name, profile_workers = _backend_choice(args)
-    try:
-        backend = get_backend(backend_name)
-    except ValueError as error:
-        raise BadInput(str(error)) from None
-    sweep = SweepDir(sweep_root(args.root) / grid.name)
-    store_url = grid.store or sweep.default_store_url()
-    if sweep.exists() and sweep.store_url() != store_url:
-        raise BadInput(f"sweep {grid.name!r} already records to another store; give the grid a new name")
-    options = _submit_options(args, grid.resources, profile_workers)
-    _validate(backend, sweep, store_url, options)
-    sweep.path.mkdir(parents=True, exist_ok=True)
-    shown_url = sweep.keep_store_url(store_url)
-    # SQLite must not be written from other machines: there, workers record through spool files (store/spool.py)
-    spool = args.spool or (backend.name != "local" and store_url.startswith("sqlite"))
-    meta = {"name": grid.name, "grid_hash": grid.grid_hash, "store": shown_url, "backend": backend_name, "spool": spool}
-    sweep.write_meta(meta)
-    with Store(store_url) as store:
-        grid_text = store.scrub(grid.source_text)  # a password written into the grid stays out of every copy
-        atomic_write_text(sweep.grid_file, grid_text)
-        store.upsert_sweep(grid.name, grid.grid_hash, grid_text, str(sweep.path.resolve()), backend_name)
-        _extend_plan(sweep, runs, store.add_runs(grid.name, runs))
-        wanted = {spec.run_id for spec in runs}
-        rows = [row for row in store.sweep_runs(grid.name) if row.run_id in wanted]
-        queued = queue_runs(store, sweep, rows)
-        finished = sum(row.status in FINISHED_STATES for row in rows)
-        action = backend.submit(sweep, store, queued, options)
-        print(f"sweep {grid.name}: {len(runs)} runs, {len(queued)} queued, {finished} already finished; {action}")
-        print(f"  watch: sweep status {grid.name}    results: sweep aggregate {grid.name}")
-        if args.wait and queued:
-            return wait_for(store, sweep, {row.run_id for row in queued}, _write)
-    return EXIT_OK
-
-
-def _extend_plan(sweep: SweepDir, runs: Sequence[RunSpecLike], indices: Sequence[int]) -> None:
-    """Append new runs to ``plan.json`` at the indices the store gave them (the plan is append-only)."""
-    plan = sweep.read_plan()
-    for spec, index in sorted(zip(runs, indices, strict=True), key=lambda pair: pair[1]):
-        if index < len(plan):
-            if plan[index].run_id != spec.run_id:
-                raise RuntimeError(f"{sweep.plan_file} disagrees with the store at index {index}")
-        elif index == len(plan):
-            plan.append(spec)
+        summary = api.plan(args.grid, root=args.root).summary
+        if args.json:
+            _print_json(summary.to_json())
         else:
-            raise RuntimeError(f"{sweep.plan_file} has a gap before index {index}")
-    sweep.write_plan(plan)
-
-
-def _backend_choice(args: argparse.Namespace) -> tuple[str, int | None]:
-    """The backend to submit with: ``--backend``, else the profile's, else local; and the profile's pool size."""
-    if not args.profile:
-        return args.backend or "local", None
-    from lsbench.sweep.backends.profile import ProfileError, load_profile
-
-    try:
-        profile = load_profile(args.profile)
-    except ProfileError as error:
-        raise BadInput(str(error)) from None
-    if args.backend and args.backend != profile.backend:
-        raise BadInput(f"--backend {args.backend} contradicts {profile.source} (backend: {profile.backend})")
-    return profile.backend, profile.workers
-
-
-def _submit_options(
-    args: argparse.Namespace, resources: Resources | None = None, workers: int | None = None
-) -> SubmitOptions:
-    return SubmitOptions(workers=args.workers or workers, profile=args.profile, resources=resources)
-
-
-def _validate(backend: Backend, sweep: SweepDir, store_url: str, options: SubmitOptions) -> None:
-    """Let the backend reject a submission before anything is written (backends may offer ``validate``)."""
-    validate = getattr(backend, "validate", None)
-    if validate is not None:
-        try:
-            validate(sweep, store_url, options)
-        except BackendInputError as error:
-            raise BadInput(str(error)) from None
+            print(summary.format_text())
+        return EXIT_OK
+    result = api.submit(
+        args.grid,
+        root=args.root,
+        backend=args.backend,
+        profile=args.profile,
+        workers=args.workers,
+        spool=args.spool,
+    )
+    if not args.json:
+        print(
+            f"sweep {result.sweep}: {len(result.runs)} runs, {len(result.queued)} queued, {result.finished} already "
+            f"finished; {result.action}"
+        )
+        print(f"  watch: sweep status {result.sweep}    results: sweep aggregate {result.sweep}", flush=True)
+    waited = _wait(result.sweep, result.queued, args.root, quiet=args.json) if args.wait and result.queued else None
+    if args.json:
+        _print_json({**result.to_json(), "wait": waited.to_json() if waited else None})
+    return EXIT_OK if waited is None or waited.ok else EXIT_FAILURE
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    sweep = open_sweep(sweep_root(args.root), args.name)
-    with open_store(sweep) as store:
-        backend_of(sweep).refresh(sweep, store)
-        status = sweep_status(store, sweep.name, stale_after=args.stale_after)
-    print(_json(status.to_json()) if args.json else status.format_text())
+    status = api.status(args.name, root=args.root, stale_after=args.stale_after)
+    if args.json:
+        _print_json(status.to_json())
+    else:
+        from lsbench.report.formats import print_blocks
+
+        print_blocks(_console(), status.renderables())
     return EXIT_OK
 
 
-def sweep_outcomes(store: Store, sweep: str) -> list[RunOutcome]:
-    """The final results of a sweep's runs, as the aggregation reads them (one query)."""
-    return [
-        RunOutcome(
-            problem=row.problem,
-            optimizer=row.optimizer,
-            hparams=row.hparams,
-            seed=row.seed,
-            status=row.status,
-            train_loss=row.summary.get("train_loss"),
-            val_acc=row.summary.get("val_acc"),
-            test_acc=row.summary.get("test_acc"),
-        )
-        for row in store.sweep_runs(sweep)
-    ]
-
-
 def cmd_aggregate(args: argparse.Namespace) -> int:
-    sweep = open_sweep(sweep_root(args.root), args.name)
-    with open_store(sweep) as store:
-        summary = aggregate(sweep_outcomes(store, sweep.name))
-    print(format_table(summary, args.format), end="")
-    paths = write_reports(summary, sweep.reports)
+    from lsbench.report.formats import format_table, print_blocks, summary_tables
+
+    rows = api.aggregate(args.name, root=args.root)
+    if args.json:
+        paths = api.write_reports(args.name, rows, root=args.root)
+        reports = {fmt: str(path) for fmt, path in paths.items()}
+        _print_json({"sweep": args.name, "rows": [row.to_dict() for row in rows], "reports": reports})
+        return EXIT_OK
+    if args.format == "text":
+        print_blocks(_console(), summary_tables(rows))
+    else:
+        print(format_table(rows, args.format), end="")
+    paths = api.write_reports(args.name, rows, root=args.root)
     print(f"written: {', '.join(str(path) for path in paths.values())}")
     return EXIT_OK
 
 
 def cmd_resubmit(args: argparse.Namespace) -> int:
-    sweep = open_sweep(sweep_root(args.root), args.name)
-    states = set()
-    if args.failed or not args.missing:
-        states.update(RESUBMIT_FAILED)
-    if args.missing or not args.failed:
-        states.update(RESUBMIT_MISSING)
-    backend = backend_of(sweep)
-    options = _submit_options(args)
-    _validate(backend, sweep, sweep.store_url(), options)
-    with open_store(sweep) as store:
-        backend.refresh(sweep, store)
-        rows = [row for row in store.sweep_runs(sweep.name) if row.status in states]
-        queued = queue_runs(store, sweep, rows)
-        action = backend.submit(sweep, store, queued, options)
-        print(f"sweep {sweep.name}: {len(queued)} runs queued again; {action}")
-        if args.wait and queued:
-            return wait_for(store, sweep, {row.run_id for row in queued}, _write)
-    return EXIT_OK
+    result = api.resubmit(
+        args.name, failed=args.failed, missing=args.missing, root=args.root, profile=args.profile, workers=args.workers
+    )
+    if not args.json:
+        print(f"sweep {result.sweep}: {len(result.queued)} runs queued again; {result.action}", flush=True)
+    waited = _wait(result.sweep, result.queued, args.root, quiet=args.json) if args.wait and result.queued else None
+    if args.json:
+        _print_json({**result.to_json(), "wait": waited.to_json() if waited else None})
+    return EXIT_OK if waited is None or waited.ok else EXIT_FAILURE
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    sweep = open_sweep(sweep_root(args.root), args.name)
-    with open_store(sweep) as store:
-        stopped = backend_of(sweep).cancel(sweep, store)
-        cancelled = 0
-        for row in store.sweep_runs(sweep.name):
-            if row.status in ("planned", "queued", "preempted") or (
-                row.status == "running" and not run_is_locked(sweep.run_dir(row.run_id))
-            ):
-                store.set_run_status(row.run_id, "cancelled")
-                cancelled += 1
-    print(f"sweep {sweep.name}: {stopped}; {cancelled} runs cancelled")
+    result = api.cancel(args.name, root=args.root)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(f"sweep {result.sweep}: {result.stopped}; {len(result.cancelled)} runs cancelled")
     return EXIT_OK
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    root = sweep_root(args.root)
-    sweeps = sorted(path.parent for path in root.glob("*/sweep.json"))
+    sweeps = api.list_sweeps(args.root)
+    if args.json:
+        _print_json({"root": str(sweep_root(args.root)), "sweeps": [sweep.to_json() for sweep in sweeps]})
+        return EXIT_OK
     if not sweeps:
-        print(f"no sweeps under {root}")
-    for path in sweeps:
-        sweep = SweepDir(path)
-        with open_store(sweep) as store:
-            status = sweep_status(store, sweep.name)
-        running = "active" if backend_of(sweep).active(sweep) else "idle"
-        print(f"{sweep.name:<32}{status.finished:>6}/{status.total:<6} finished   {running}")
+        print(f"no sweeps under {sweep_root(args.root)}")
+    for sweep in sweeps:
+        running = "active" if sweep.active else "idle"
+        print(f"{sweep.name:<32}{sweep.finished:>6}/{sweep.total:<6} finished   {running}")
     return EXIT_OK
-
-
-def _json(value: object) -> str:
-    import json
-
-    return json.dumps(value, indent=2, sort_keys=True)
 
 
 # -- parser ---------------------------------------------------------------------------------------------------
@@ -343,6 +234,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         parser.set_defaults(handler=handler)
         return parser
 
+    def json_flag(parser: argparse.ArgumentParser | argparse._MutuallyExclusiveGroup, what: str = "") -> None:
+        parser.add_argument("--json", action="store_true", help=f"print JSON{what}")
+
     submit = command("submit", cmd_submit, "plan a grid, record it in the store and start training")
     submit.add_argument("grid", help="grid YAML file (looked up in the working directory, then in sweeps/)")
     submit.add_argument(
@@ -350,7 +244,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     submit.add_argument("--profile", default=None, help="cluster profile: a YAML file or a name under cluster/")
     submit.add_argument("--dry-run", action="store_true", help="print run counts and GPU-hours; change nothing")
-    submit.add_argument("--json", action="store_true", help="with --dry-run: print JSON")
+    json_flag(submit, " (with --wait: once, when the runs have ended, instead of progress)")
     submit.add_argument("--wait", action="store_true", help="show progress until the runs finish")
     submit.add_argument("--workers", type=int, default=None, help="local pool size (default: GPUs, else cores)")
     submit.add_argument(
@@ -361,7 +255,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     status = command("status", cmd_status, "per-state counts, progress and failures of a sweep")
     status.add_argument("name")
-    status.add_argument("--json", action="store_true", help="print JSON")
+    json_flag(status)
     status.add_argument(
         "--stale-after",
         type=float,
@@ -372,20 +266,25 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     agg = command("aggregate", cmd_aggregate, "the thesis' Table A.1 summary of a sweep")
     agg.add_argument("name")
-    agg.add_argument("--format", choices=("text", "md", "csv", "latex"), default="text")
+    shown = agg.add_mutually_exclusive_group()
+    shown.add_argument("--format", choices=("text", "md", "csv", "latex"), default="text")
+    json_flag(shown, ": the summary rows and the report files written")
 
     resubmit = command("resubmit", cmd_resubmit, "queue failed and/or unfinished runs again")
     resubmit.add_argument("name")
     resubmit.add_argument("--failed", action="store_true", help="failed, timed-out, preempted or cancelled runs")
     resubmit.add_argument("--missing", action="store_true", help="runs that never finished")
     resubmit.add_argument("--wait", action="store_true", help="show progress until the runs finish")
+    json_flag(resubmit, " (with --wait: once, when the runs have ended, instead of progress)")
     resubmit.add_argument("--workers", type=int, default=None, help="local pool size (default: GPUs, else cores)")
     resubmit.add_argument("--profile", default=None, help="slurm: cluster profile (default: the one last used)")
 
     cancel = command("cancel", cmd_cancel, "stop a sweep's workers and cancel its unfinished runs")
     cancel.add_argument("name")
+    json_flag(cancel)
 
-    command("list", cmd_list, "the sweeps under the root directory")
+    listing = command("list", cmd_list, "the sweeps under the root directory")
+    json_flag(listing)
 
     from lsbench.sweep.image import add_image_commands
 
@@ -405,19 +304,12 @@ def dispatch(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         return args.handler(args)
-    except (BadInput, BackendInputError) as error:
+    except (api.BadInput, BackendInputError) as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except BackendError as error:
         print(f"{parser.prog}: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    except ValueError as error:
-        from lsbench.sweep.grid import GridError  # imported here: it pulls in torch, which most commands never need
-
-        if not isinstance(error, GridError):
-            raise
-        print(f"{parser.prog}: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
 
 
 def main(argv: Sequence[str] | None = None) -> int:

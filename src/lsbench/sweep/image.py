@@ -1,6 +1,6 @@
 """``sweep image check|build``: lint an Apptainer definition file with our own parser, and build the worker image.
 
-    sweep image check [containers/lsbench.def] [--syntax-only]
+    sweep image check [containers/lsbench.def] [--syntax-only] [--json]
     sweep image build [containers/lsbench.def] [--output build/lsbench.sif] [--wheel WHEEL] [--dry-run]
 
 The parser is a section splitter written for this purpose -- a header of ``Key: value`` lines that must begin with
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import re
 import shlex
 import shutil
@@ -275,6 +276,17 @@ def cmd_image_check(args: argparse.Namespace) -> int:
     definition = check_definition(args.definition, syntax_only=args.syntax_only)
     agent = definition.header["bootstrap"][1]
     base = definition.header.get("from", (0, ""))[1]
+    if args.json:
+        report = {
+            "definition": str(args.definition),
+            "ok": True,
+            "bootstrap": agent,
+            "from": base or None,
+            "sections": list(definition.sections),
+            "policy_checked": not args.syntax_only,
+        }
+        print(json.dumps(report, indent=2, sort_keys=True))
+        return 0
     sections = ", ".join(f"%{name}" for name in definition.sections)
     print(f"{args.definition}: ok (Bootstrap {agent}{' ' + base if base else ''}; {sections})")
     return 0
@@ -347,6 +359,7 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:
     check = commands.add_parser("check", help="lint an Apptainer definition file (exit 2 with the first problem)")
     check.add_argument("definition", nargs="?", default=str(DEFAULT_DEFINITION), help="default containers/lsbench.def")
     check.add_argument("--syntax-only", action="store_true", help="skip the worker-image policy rules")
+    check.add_argument("--json", action="store_true", help="print the result as JSON (a failed lint: exit 2, stderr)")
     check.set_defaults(handler=_check_and_report(cmd_image_check))
 
     build = commands.add_parser("build", help="build the worker image with apptainer build --fakeroot")

@@ -138,9 +138,9 @@ def _best_point(
 
 def _aggregate(root: Path, sweep_name: str) -> list[Any]:
     """:func:`lsbench.report.aggregate` of the sweep ``root / sweep_name``; raises :class:`_Unresolvable`."""
-    # Imported here: the CLI module imports the backends, and it may import this module at its top.
+    # Imported here: the api module imports the backends, and it imports this module.
     from lsbench.report import aggregate
-    from lsbench.sweep.cli import open_store, sweep_outcomes
+    from lsbench.sweep.api import open_store, sweep_outcomes
 
     sweep = SweepDir(root / sweep_name)
     if not sweep.exists():

@@ -15,14 +15,17 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from lsbench.store import RUN_STATES, RunRow, Store
+from lsbench.runs import FAILED, FINISHED, RUN_STATES
+from lsbench.store import RunRow, Store
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
 
 LOG_TAIL_LINES = 12
 LOST_EXIT_CODE = -1  # the attempt of a worker that vanished without recording its end
 DEFAULT_STALE_SECONDS = 7200.0  # generous: a heartbeat comes only with each evaluation point
-FAILED_STATES = ("failed", "timeout")
 
 
 @dataclass
@@ -41,7 +44,7 @@ class SweepStatus:
 
     @property
     def finished(self) -> int:
-        return self.counts.get("completed", 0) + self.counts.get("diverged", 0)
+        return sum(count for state, count in self.counts.items() if state in FINISHED)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -53,19 +56,37 @@ class SweepStatus:
             "scheduler": self.scheduler,
         }
 
-    def format_text(self) -> str:
+    def renderables(self) -> list[RenderableType]:
+        """What ``sweep status`` prints, as rich blocks: a summary line, progress per problem and optimizer, and each
+        failure with the tail of its log."""
+        from rich import box
+        from rich.table import Table
+        from rich.text import Text
+
         states = ", ".join(f"{state} {self.counts[state]}" for state in RUN_STATES if self.counts.get(state))
-        lines = [f"sweep {self.name}: {self.total} runs ({states or 'none'})", ""]
-        lines.append(f"{'problem':<24}{'optimizer':<14}{'done':>8}{'total':>8}")
+        blocks: list[RenderableType] = [Text(f"sweep {self.name}: {self.total} runs ({states or 'none'})")]
+        table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+        table.add_column("problem", overflow="fold")
+        table.add_column("optimizer", overflow="fold")
+        table.add_column("done", justify="right")
+        table.add_column("total", justify="right")
         for problem, optimizers in self.progress.items():
             for optimizer, numbers in optimizers.items():
-                lines.append(f"{problem:<24}{optimizer:<14}{numbers['done']:>8}{numbers['total']:>8}")
+                table.add_row(problem, optimizer, str(numbers["done"]), str(numbers["total"]))
+        blocks.append(table)
         for failure in self.failures:
-            lines += ["", f"{failure['status']}: run {failure['run_id']} (index {failure['index']}) {failure['label']}"]
+            lines = [f"{failure['status']}: run {failure['run_id']} (index {failure['index']}) {failure['label']}"]
             if failure.get("scheduler"):
                 lines.append(f"    {failure['scheduler']}")
             lines += [f"    {line}" for line in failure["log_tail"]] or ["    (no log)"]
-        return "\n".join(lines)
+            blocks.append(Text("\n".join(lines)))
+        return blocks
+
+    def format_text(self, width: int = 120) -> str:
+        """:meth:`renderables` as plain text of at most ``width`` columns (a log line may wrap)."""
+        from lsbench.report.formats import plain_text
+
+        return plain_text(self.renderables(), width)
 
 
 def sweep_status(store: Store, sweep: str, stale_after: float = DEFAULT_STALE_SECONDS) -> SweepStatus:
@@ -77,7 +98,7 @@ def sweep_status(store: Store, sweep: str, stale_after: float = DEFAULT_STALE_SE
     for run in runs:
         numbers = progress.setdefault(run.problem, {}).setdefault(run.optimizer, {"done": 0, "total": 0})
         numbers["total"] += 1
-        numbers["done"] += run.status in ("completed", "diverged")
+        numbers["done"] += run.status in FINISHED
     failures = [
         {
             "run_id": run.run_id,
@@ -88,9 +109,9 @@ def sweep_status(store: Store, sweep: str, stale_after: float = DEFAULT_STALE_SE
             "scheduler": notes.get(run.run_id),
         }
         for run in runs
-        if run.status in FAILED_STATES
+        if run.status in FAILED
     ]
-    unfinished = {run.run_id: notes.get(run.run_id) for run in runs if run.status not in ("completed", "diverged")}
+    unfinished = {run.run_id: notes.get(run.run_id) for run in runs if run.status not in FINISHED}
     by_state = {state: counts[state] for state in RUN_STATES if counts[state]}
     return SweepStatus(sweep, by_state, progress, failures, {key: note for key, note in unfinished.items() if note})
 

@@ -1,0 +1,529 @@
+"""The sweep commands as functions that return data: what ``sweep submit|status|aggregate|...`` do, for scripts.
+
+    from lsbench.sweep import api
+
+    submitted = api.submit("sweeps/grids/demo_digits.yaml")      # plans, records, starts the local pool
+    api.wait(submitted.sweep, submitted.queued)                  # blocks until those runs have ended
+    rows = api.aggregate("demo_digits")                          # Table A.1 rows (lsbench.report.SummaryRow)
+
+The CLI (:mod:`lsbench.sweep.cli`) parses arguments, calls these functions and formats what they return; it adds
+nothing else. Every function takes ``root``, the directory holding all sweeps (``None``: ``$LSBENCH_ROOT``, else
+``./runs``). A request that cannot work as given -- a malformed grid, an unknown sweep, a profile that contradicts
+the backend -- raises :class:`BadInput` (one line, naming what to fix) before anything is written; any other
+exception is a failure of the machinery.
+
+This module prints nothing and never exits the process.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from lsbench.files import atomic_write_text
+from lsbench.report import RunOutcome, SummaryRow
+from lsbench.runs import FINISHED, PENDING, RESUBMIT_FAILED, RESUBMIT_MISSING, RUN_STATES, RunState
+from lsbench.store import RunRow, Store
+from lsbench.store.spool import ingest
+from lsbench.sweep.backends import Backend, BackendInputError, SubmitOptions, get_backend
+from lsbench.sweep.layout import SWEEP_NAME_PATTERN, SweepDir, sweep_root
+from lsbench.sweep.protocol import run_is_locked
+from lsbench.sweep.status import DEFAULT_STALE_SECONDS, SweepStatus, sweep_status
+
+if TYPE_CHECKING:
+    from lsbench.runs import RunSpec
+    from lsbench.sweep.grid import Grid
+    from lsbench.sweep.plan import DryRunSummary
+
+__all__ = [
+    "BadInput",
+    "CancelResult",
+    "Plan",
+    "Progress",
+    "ResubmitResult",
+    "SubmitResult",
+    "SweepListing",
+    "WaitResult",
+    "aggregate",
+    "cancel",
+    "list_sweeps",
+    "plan",
+    "resubmit",
+    "status",
+    "submit",
+    "wait",
+    "write_reports",
+]
+
+GRID_SEARCH_DIR = Path("sweeps")
+WAIT_POLL_SECONDS = 1.0
+WAIT_GRACE_POLLS = 3  # polls with unfinished runs but no worker before `wait` gives up (a worker may be just ending)
+# `cancel` stops runs in these states (a `running` one only when no live worker here holds its lock).
+CANCELLABLE = PENDING | {RunState.PREEMPTED}
+
+
+class BadInput(Exception):
+    """The request cannot work as given; ``str()`` is one line saying what to fix. Nothing was written."""
+
+
+# -- results --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A grid expanded into runs, before anything is recorded."""
+
+    grid: Grid
+    runs: tuple[RunSpec, ...]
+
+    @functools.cached_property
+    def summary(self) -> DryRunSummary:
+        """Run counts and GPU-hours per problem and optimizer (what ``sweep submit --dry-run`` prints)."""
+        from lsbench.sweep.plan import summarize
+
+        return summarize(self.runs, self.grid)
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Where the runs being waited for stand at one poll."""
+
+    total: int
+    done: int  # finished with a result (completed or diverged)
+    running: int
+    queued: int
+    elapsed: float  # seconds since the wait began
+    eta: float | None  # seconds left at the rate runs finished during this wait; None before the first one
+
+    @property
+    def active(self) -> int:
+        """Runs a backend still has (queued or running)."""
+        return self.running + self.queued
+
+    @property
+    def failed(self) -> int:
+        """Runs that ended without a result (failed, timed out, preempted, cancelled)."""
+        return self.total - self.done - self.active
+
+    def to_json(self) -> dict[str, Any]:
+        keys = ("total", "done", "running", "queued", "failed", "elapsed", "eta")
+        return {key: getattr(self, key) for key in keys}
+
+
+@dataclass(frozen=True)
+class WaitResult:
+    sweep: str
+    progress: Progress  # at the last poll
+    stalled: bool  # runs were left unfinished with no worker to run them (`resubmit` continues them)
+
+    @property
+    def ok(self) -> bool:
+        """Every run waited for finished with a result."""
+        return not self.stalled and self.progress.done == self.progress.total
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sweep": self.sweep, "ok": self.ok, "stalled": self.stalled, **self.progress.to_json()}
+
+
+@dataclass(frozen=True)
+class SubmitResult:
+    sweep: str
+    sweep_dir: Path
+    backend: str
+    runs: tuple[str, ...]  # every run of the grid, by id
+    queued: tuple[str, ...]  # the runs handed to the backend now (not finished before, not being trained)
+    finished: int  # runs of the grid that already had their result
+    action: str  # what the backend did, in its own words
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweep": self.sweep,
+            "sweep_dir": str(self.sweep_dir),
+            "backend": self.backend,
+            "runs": len(self.runs),
+            "queued": list(self.queued),
+            "finished": self.finished,
+            "action": self.action,
+        }
+
+
+@dataclass(frozen=True)
+class ResubmitResult:
+    sweep: str
+    queued: tuple[str, ...]
+    action: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sweep": self.sweep, "queued": list(self.queued), "action": self.action}
+
+
+@dataclass(frozen=True)
+class CancelResult:
+    sweep: str
+    stopped: str  # what the backend stopped, in its own words
+    cancelled: tuple[str, ...]  # runs now marked cancelled
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sweep": self.sweep, "stopped": self.stopped, "cancelled": list(self.cancelled)}
+
+
+@dataclass(frozen=True)
+class SweepListing:
+    """One sweep under the root, as ``sweep list`` shows it."""
+
+    name: str
+    backend: str
+    counts: dict[str, int]
+    active: bool  # the backend still has work of this sweep queued or running
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    @property
+    def finished(self) -> int:
+        return sum(count for state, count in self.counts.items() if state in FINISHED)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweep": self.name,
+            "backend": self.backend,
+            "total": self.total,
+            "finished": self.finished,
+            "counts": self.counts,
+            "active": self.active,
+        }
+
+
+# -- commands -------------------------------------------------------------------------------------------------
+
+
+def plan(grid_path: str | Path, *, root: str | Path | None = None) -> Plan:
+    """Load, validate and expand a grid without recording anything (``sweep submit --dry-run``).
+
+    A ``best_of`` reference to a sweep that has no result yet becomes a one-point placeholder instead of an error.
+    """
+    return _plan(grid_path, root, dry_run=True)
+
+
+def submit(
+    grid_path: str | Path,
+    *,
+    root: str | Path | None = None,
+    backend: str | None = None,
+    profile: str | None = None,
+    workers: int | None = None,
+    spool: bool = False,
+) -> SubmitResult:
+    """Plan a grid, record the sweep and its runs, queue the unfinished ones and hand them to the backend.
+
+    Returns at once (the backend trains in the background). Submitting the same grid again queues nothing that
+    has its result; a grid with more values queues only the new runs.
+
+    Args:
+        backend: ``"local"`` or ``"slurm"``; default: the profile's backend, else local.
+        profile: a cluster profile (a YAML file, or a name under ``cluster/``).
+        workers: local pool size (default: the profile's, else one per GPU, else one per core).
+        spool: workers record through spool files (automatic for a SQLite store with a non-local backend).
+    """
+    planned = _plan(grid_path, root, dry_run=False)
+    grid, runs = planned.grid, planned.runs
+    backend_name, profile_workers = _backend_choice(backend, profile)
+    chosen = _backend(backend_name)
+    sweep = SweepDir(sweep_root(root) / grid.name)
+    store_url = grid.store or sweep.default_store_url()
+    if sweep.exists() and sweep.store_url() != store_url:
+        raise BadInput(f"sweep {grid.name!r} already records to another store; give the grid a new name")
+    options = SubmitOptions(workers=workers or profile_workers, profile=profile, resources=grid.resources)
+    _validate(chosen, sweep, store_url, options)
+    sweep.path.mkdir(parents=True, exist_ok=True)
+    shown_url = sweep.keep_store_url(store_url)
+    # SQLite must not be written from other machines: there, workers record through spool files (store/spool.py)
+    spool = spool or (chosen.name != "local" and store_url.startswith("sqlite"))
+    meta = {"name": grid.name, "grid_hash": grid.grid_hash, "store": shown_url, "backend": backend_name, "spool": spool}
+    sweep.write_meta(meta)
+    with Store(store_url) as store:
+        grid_text = store.scrub(grid.source_text)  # a password written into the grid stays out of every copy
+        atomic_write_text(sweep.grid_file, grid_text)
+        store.upsert_sweep(grid.name, grid.grid_hash, grid_text, str(sweep.path.resolve()), backend_name)
+        _extend_plan(sweep, runs, store.add_runs(grid.name, runs))
+        wanted = {spec.run_id for spec in runs}
+        rows = [row for row in store.sweep_runs(grid.name) if row.run_id in wanted]
+        queued = _queue(store, sweep, rows)
+        finished = sum(row.status in FINISHED for row in rows)
+        action = _backend_submit(chosen, sweep, store, queued, options)
+    return SubmitResult(
+        sweep=grid.name,
+        sweep_dir=sweep.path,
+        backend=backend_name,
+        runs=tuple(spec.run_id for spec in runs),
+        queued=tuple(row.run_id for row in queued),
+        finished=finished,
+        action=action,
+    )
+
+
+def wait(
+    name: str,
+    run_ids: Iterable[str],
+    *,
+    root: str | Path | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    poll_seconds: float = WAIT_POLL_SECONDS,
+) -> WaitResult:
+    """Block until none of ``run_ids`` is queued or running; call ``on_progress`` after every poll.
+
+    Also returns, with ``stalled`` set, when runs are left unfinished and the backend has no worker left for them
+    (a killed pool, cancelled jobs): ``resubmit`` continues them.
+    """
+    sweep = open_sweep(root, name)
+    wanted = set(run_ids)
+    backend = backend_of(sweep)
+    spooled = bool(sweep.read_meta().get("spool"))
+    started = time.monotonic()
+    done_at_start: int | None = None
+    idle_polls = 0
+    with Store(sweep.store_url()) as store:
+        while True:
+            if spooled:
+                ingest(store, sweep.path)
+            backend.refresh(sweep, store)
+            rows = [row for row in store.sweep_runs(sweep.name) if row.run_id in wanted]
+            done = sum(row.status in FINISHED for row in rows)
+            running = sum(row.status == RunState.RUNNING for row in rows)
+            queued = sum(row.status == RunState.QUEUED for row in rows)
+            done_at_start = done if done_at_start is None else done_at_start
+            elapsed = time.monotonic() - started
+            rate = (done - done_at_start) / elapsed if elapsed > 0 else 0.0
+            eta = (running + queued) / rate if rate > 0 else None
+            progress = Progress(len(rows), done, running, queued, elapsed, eta)
+            if on_progress is not None:
+                on_progress(progress)
+            if progress.active == 0:
+                return WaitResult(sweep.name, progress, stalled=False)
+            idle_polls = 0 if backend.active(sweep) else idle_polls + 1
+            if idle_polls > WAIT_GRACE_POLLS:
+                return WaitResult(sweep.name, progress, stalled=True)
+            time.sleep(poll_seconds)
+
+
+def status(name: str, *, root: str | Path | None = None, stale_after: float = DEFAULT_STALE_SECONDS) -> SweepStatus:
+    """Per-state counts, progress per problem and optimizer, and failures with log tails.
+
+    Brings run states up to date first (the backend's view; runs whose worker vanished, silent for ``stale_after``
+    seconds or dead on this host, are recorded as failed).
+    """
+    sweep = open_sweep(root, name)
+    with open_store(sweep) as store:
+        backend_of(sweep).refresh(sweep, store)
+        return sweep_status(store, sweep.name, stale_after=stale_after)
+
+
+def aggregate(name: str, *, root: str | Path | None = None) -> list[SummaryRow]:
+    """The Table A.1 summary of a sweep: one row per problem and optimizer (:class:`lsbench.report.SummaryRow`)."""
+    from lsbench.report import aggregate as summarize_outcomes
+
+    sweep = open_sweep(root, name)
+    with open_store(sweep) as store:
+        return summarize_outcomes(sweep_outcomes(store, sweep.name))
+
+
+def write_reports(name: str, rows: Sequence[SummaryRow], *, root: str | Path | None = None) -> dict[str, Path]:
+    """Write ``rows`` as ``summary.md``, ``summary.csv`` and ``summary.tex`` into the sweep's ``reports/``."""
+    from lsbench.report import write_reports as write_files
+
+    return write_files(rows, open_sweep(root, name).reports)
+
+
+def resubmit(
+    name: str,
+    *,
+    failed: bool = False,
+    missing: bool = False,
+    root: str | Path | None = None,
+    profile: str | None = None,
+    workers: int | None = None,
+) -> ResubmitResult:
+    """Queue again the runs that ended without a result (``failed``) and/or never finished (``missing``); neither
+    flag means both. Runs a live worker holds are left alone."""
+    sweep = open_sweep(root, name)
+    states: set[str] = set()
+    if failed or not missing:
+        states |= RESUBMIT_FAILED
+    if missing or not failed:
+        states |= RESUBMIT_MISSING
+    backend = backend_of(sweep)
+    options = SubmitOptions(workers=workers, profile=profile)
+    _validate(backend, sweep, sweep.store_url(), options)
+    with open_store(sweep) as store:
+        backend.refresh(sweep, store)
+        rows = [row for row in store.sweep_runs(sweep.name) if row.status in states]
+        queued = _queue(store, sweep, rows)
+        action = _backend_submit(backend, sweep, store, queued, options)
+    return ResubmitResult(sweep.name, tuple(row.run_id for row in queued), action)
+
+
+def cancel(name: str, *, root: str | Path | None = None) -> CancelResult:
+    """Stop the sweep's workers and mark its unfinished runs cancelled (``resubmit`` queues them again)."""
+    sweep = open_sweep(root, name)
+    with open_store(sweep) as store:
+        stopped = backend_of(sweep).cancel(sweep, store)
+        candidates = [
+            row.run_id
+            for row in store.sweep_runs(sweep.name)
+            if row.status in CANCELLABLE
+            and not (row.status == RunState.RUNNING and run_is_locked(sweep.run_dir(row.run_id)))
+        ]
+        # A run that reached another state since it was read (a result, say) keeps it.
+        cancelled = store.set_status_many(candidates, RunState.CANCELLED.value, unless=set(RUN_STATES) - CANCELLABLE)
+    return CancelResult(sweep.name, stopped, tuple(cancelled))
+
+
+def list_sweeps(root: str | Path | None = None) -> list[SweepListing]:
+    """Every sweep under the root, by name."""
+    listings = []
+    for path in sorted(path.parent for path in sweep_root(root).glob("*/sweep.json")):
+        sweep = SweepDir(path)
+        with open_store(sweep) as store:
+            counts = sweep_status(store, sweep.name).counts
+        backend = backend_of(sweep)
+        listings.append(SweepListing(sweep.name, backend.name, counts, backend.active(sweep)))
+    return listings
+
+
+# -- shared steps ---------------------------------------------------------------------------------------------
+
+
+def resolve_grid(path: str | Path) -> Path:
+    """``path`` as given if it exists, else under ``sweeps/`` (so ``grids/pal_cifar10.yaml`` works from the repo)."""
+    given = Path(path)
+    if given.exists() or given.is_absolute():
+        return given
+    candidate = GRID_SEARCH_DIR / given
+    return candidate if candidate.exists() else given
+
+
+def open_sweep(root: str | Path | None, name: str) -> SweepDir:
+    """The sweep ``name`` under the root; :class:`BadInput` for a malformed or unknown name."""
+    if not SWEEP_NAME_PATTERN.fullmatch(name):
+        raise BadInput(f"invalid sweep name {name!r} (letters, digits, '_', '.', '-'; no path separators)")
+    base = sweep_root(root)
+    sweep = SweepDir(base / name)
+    if not sweep.exists():
+        known = ", ".join(sorted(p.parent.name for p in base.glob("*/sweep.json"))) or "none"
+        raise BadInput(f"no sweep {name!r} under {base} (sweeps there: {known})")
+    return sweep
+
+
+def open_store(sweep: SweepDir) -> Store:
+    """The sweep's store, with the workers' spool files ingested first when they record through spool files."""
+    store = Store(sweep.store_url())
+    if sweep.read_meta().get("spool"):
+        ingest(store, sweep.path)
+    return store
+
+
+def backend_of(sweep: SweepDir) -> Backend:
+    """The backend that started the sweep (recorded in ``sweep.json``)."""
+    return get_backend(sweep.read_meta().get("backend", "local"))
+
+
+def sweep_outcomes(store: Store, sweep: str) -> list[RunOutcome]:
+    """The final results of a sweep's runs, as the aggregation reads them (one query)."""
+    return [
+        RunOutcome(
+            problem=row.problem,
+            optimizer=row.optimizer,
+            hparams=row.hparams,
+            seed=row.seed,
+            status=row.status,
+            train_loss=row.summary.get("train_loss"),
+            val_acc=row.summary.get("val_acc"),
+            test_acc=row.summary.get("test_acc"),
+        )
+        for row in store.sweep_runs(sweep)
+    ]
+
+
+def _plan(grid_path: str | Path, root: str | Path | None, *, dry_run: bool) -> Plan:
+    # Imported here: the grid module imports torch (to trial-build optimizers), which status commands never need.
+    from lsbench.sweep.grid import GridError, load_grid
+    from lsbench.sweep.plan import expand
+    from lsbench.sweep.references import resolve_references
+
+    try:
+        grid = resolve_references(load_grid(resolve_grid(grid_path)), sweep_root(root), dry_run=dry_run)
+        return Plan(grid, tuple(expand(grid)))
+    except GridError as error:
+        raise BadInput(str(error)) from None
+
+
+def _queue(store: Store, sweep: SweepDir, rows: Sequence[RunRow]) -> list[RunRow]:
+    """Mark ``rows`` queued, skipping finished runs and runs a live worker is training; return those queued.
+
+    One transaction for all of them (a grid of a thousand runs is one round trip per chunk, not per run).
+    """
+    candidates = [
+        row.run_id for row in rows if row.status not in FINISHED and not run_is_locked(sweep.run_dir(row.run_id))
+    ]
+    queued = set(store.set_status_many(candidates, RunState.QUEUED.value, unless=FINISHED))
+    return [row for row in rows if row.run_id in queued]
+
+
+def _extend_plan(sweep: SweepDir, runs: Sequence[RunSpec], indices: Sequence[int]) -> None:
+    """Append new runs to ``plan.json`` at the indices the store gave them (the plan is append-only)."""
+    plan = sweep.read_plan()
+    for spec, index in sorted(zip(runs, indices, strict=True), key=lambda pair: pair[1]):
+        if index < len(plan):
+            if plan[index].run_id != spec.run_id:
+                raise RuntimeError(f"{sweep.plan_file} disagrees with the store at index {index}")
+        elif index == len(plan):
+            plan.append(spec)  # type: ignore[arg-type]
+        else:
+            raise RuntimeError(f"{sweep.plan_file} has a gap before index {index}")
+    sweep.write_plan(plan)
+
+
+def _backend(name: str) -> Backend:
+    try:
+        return get_backend(name)
+    except ValueError as error:
+        raise BadInput(str(error)) from None
+
+
+def _backend_choice(backend: str | None, profile: str | None) -> tuple[str, int | None]:
+    """The backend to submit with: ``backend``, else the profile's, else local; and the profile's pool size."""
+    if not profile:
+        return backend or "local", None
+    from lsbench.sweep.backends.profile import ProfileError, load_profile
+
+    try:
+        loaded = load_profile(profile)
+    except ProfileError as error:
+        raise BadInput(str(error)) from None
+    if backend and backend != loaded.backend:
+        raise BadInput(f"backend {backend!r} contradicts {loaded.source} (backend: {loaded.backend})")
+    return loaded.backend, loaded.workers
+
+
+def _validate(backend: Backend, sweep: SweepDir, store_url: str, options: SubmitOptions) -> None:
+    """Let the backend reject a submission before anything is written (backends may offer ``validate``)."""
+    validate = getattr(backend, "validate", None)
+    if validate is not None:
+        try:
+            validate(sweep, store_url, options)
+        except BackendInputError as error:
+            raise BadInput(str(error)) from None
+
+
+def _backend_submit(
+    backend: Backend, sweep: SweepDir, store: Store, runs: Sequence[RunRow], options: SubmitOptions
+) -> str:
+    try:
+        return backend.submit(sweep, store, runs, options)
+    except BackendInputError as error:
+        raise BadInput(str(error)) from None
