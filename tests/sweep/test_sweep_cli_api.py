@@ -1,6 +1,7 @@
-"""The library under the `sweep` CLI (lsbench.sweep.api): batch writes and `--wait`'s display."""
+"""The library under the `sweep` CLI (lsbench.sweep.api): batch writes, `--wait`'s display, the README's snippet."""
 
 import io
+import os
 import re
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from lsbench.sweep import api
 from lsbench.sweep.cli import ProgressView
 from lsbench.sweep.layout import SweepDir
 from lsbench.sweep.protocol import WORKER_LOCK, exclusive
+
+REPO = Path(__file__).resolve().parents[2]
 
 SIX_RUNS = """\
 name: batch
@@ -137,3 +140,23 @@ def test_wait_on_a_terminal_redraws_one_bar_in_place():
     assert "4/4" in text and "0 running, 0 failed, ETA 0s" in text
     final = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", text.split("\r")[-1])
     assert final.count("\n") <= 1
+
+
+def test_the_readme_snippet_runs_as_written_on_a_tiny_grid(tmp_path, monkeypatch):
+    """The Python use shown in the README's Sweeps section, with the demo grid swapped for a two-run grid."""
+    readme = (REPO / "README.md").read_text()
+    sweeps = readme[readme.index("## Sweeps") :]
+    snippet = re.search(r"```python\n(.*?)```", sweeps, re.S).group(1)
+    assert "api.submit(" in snippet and "api.wait(" in snippet and "api.aggregate(" in snippet
+    grid = tmp_path / "snippet.yaml"
+    grid.write_text(SIX_RUNS.replace("name: batch", "name: snippet").replace("[0.1, 0.05, 0.02]", "[0.1]"))
+    code = snippet.replace("sweeps/grids/demo_digits.yaml", str(grid)).replace('"demo_digits"', '"snippet"')
+    monkeypatch.setenv("LSBENCH_ROOT", str(tmp_path / "runs"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["waited"].ok
+    (row,) = namespace["rows"]
+    assert (row.problem, row.optimizer, row.completed) == ("digits_mlp", "sgd", 2)
+    assert 0.0 < row.test_acc_max <= 1.0
+    assert os.path.isfile(tmp_path / "runs" / "snippet" / "reports" / "summary.csv")
