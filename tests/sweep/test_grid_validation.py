@@ -157,7 +157,7 @@ def test_unknown_hyperparameter_lists_the_optimizers_hyperparameters(tmp_path: P
 BAD_VALUES = [
     # (fragment of YAML under optimizers.sgd, expected key, expected fragment of the problem)
     ("grid: {lr: ['0.1']}", "optimizers.sgd.grid.lr[0]", "expected float, got str"),
-    ("grid: {lr: ['1e-4']}", "optimizers.sgd.grid.lr[0]", "write 1.0e-4"),
+    ("grid: {lr: ['1e-4']}", "optimizers.sgd.grid.lr[0]", "quoted, so it is a string: write the number without quotes"),
     ("grid: {lr: [true]}", "optimizers.sgd.grid.lr[0]", "expected float, got bool"),
     ("grid: {lr: [.nan]}", "optimizers.sgd.grid.lr[0]", "finite"),
     ("grid: {lr: [-0.1]}", "optimizers.sgd.grid.lr[0]", "below the minimum"),
@@ -210,39 +210,41 @@ def test_list_valued_hyperparameters(tmp_path: Path) -> None:
     assert error.key == "optimizers.labpal_nsgd"
 
 
-@pytest.mark.parametrize(
-    ("text", "key", "fragment"),
-    [
-        ("budget: {steps: 0}", "budget.steps", "outside [1,"),
-        ("budget: {steps: -5}", "budget.steps", "outside [1,"),
-        ("budget: {steps: 1.5e+3}", "budget.steps", "expected a positive integer"),
-        ("budget: {steps: '100'}", "budget.steps", "expected a positive integer"),
-        ("budget: {steps: true}", "budget.steps", "expected a positive integer"),
-        ("budget: {eval_every: 0}", "budget.eval_every", "outside"),
-        ("budget: {steps: {cifar10_resnet32: 10}}", "budget.steps.cifar10_resnet32", "not one of this grid's problems"),
-        ("budget: {stpes: 10}", "budget.stpes", "unknown key"),
-        ("budget: [10]", "budget", "expected a mapping"),
-        ("seeds: []", "seeds", "empty list"),
-        ("seeds: [1, 1.5]", "seeds[1]", "expected a non-negative integer"),
-        ("seeds: [1, '2']", "seeds[1]", "expected a non-negative integer"),
-        ("seeds: [true]", "seeds[0]", "expected a non-negative integer"),
-        ("seeds: [-1]", "seeds[0]", "outside"),
-        ("seeds: [1, 2, 1]", "seeds[2]", "listed twice"),
-        ("seeds: {a: 1}", "seeds", "expected a list"),
-        ("training: {batch_size: 0}", "training.batch_size", "outside"),
-        ("training: {weight_decay: -1.0e-4}", "training.weight_decay", ">= 0"),
-        ("training: {weight_decay: 1e-4}", "training.weight_decay", "write 1.0e-4"),
-        ("training: {split: random}", "training.split", "unknown split"),
-        ("resources: {gpus_per_run: 0}", "resources.gpus_per_run", "outside"),
-        ("resources: {time_limit: 24:00:00}", "resources.time_limit", 'quote it: "24:00:00"'),
-        ("resources: {time_limit: '1 day'}", "resources.time_limit", "HH:MM:SS"),
-        ("resources: {memory: 16}", "resources.memory", "Slurm size"),
-        ("resources: {memory: 16Q}", "resources.memory", "Slurm size"),
-        ("resources: {cpus: 4}", "resources.cpus", "unknown key"),
-        ("store: 3", "store", "SQLAlchemy URL"),
-        ("store: not a url", "store", "SQLAlchemy URL"),
-    ],
-)
+BAD_SETTINGS = [
+    # (YAML appended to a good grid, expected key, expected fragment of the problem)
+    ("budget: {steps: 0}", "budget.steps", "outside [1,"),
+    ("budget: {steps: -5}", "budget.steps", "outside [1,"),
+    ("budget: {steps: 1.5e+3}", "budget.steps", "expected a positive integer"),
+    ("budget: {steps: '100'}", "budget.steps", "expected a positive integer"),
+    ("budget: {steps: true}", "budget.steps", "expected a positive integer"),
+    ("budget: {eval_every: 0}", "budget.eval_every", "outside"),
+    ("budget: {steps: {cifar10_resnet32: 10}}", "budget.steps.cifar10_resnet32", "not one of this grid's problems"),
+    ("budget: {stpes: 10}", "budget.stpes", "unknown key"),
+    ("budget: [10]", "budget", "expected a mapping"),
+    ("seeds: []", "seeds", "empty list"),
+    ("seeds: [1, 1.5]", "seeds[1]", "expected a non-negative integer"),
+    ("seeds: [1, '2']", "seeds[1]", "expected a non-negative integer"),
+    ("seeds: [true]", "seeds[0]", "expected a non-negative integer"),
+    ("seeds: [-1]", "seeds[0]", "outside"),
+    ("seeds: [1, 2, 1]", "seeds[2]", "listed twice"),
+    ("seeds: {a: 1}", "seeds", "expected a list"),
+    ("training: {batch_size: 0}", "training.batch_size", "outside"),
+    ("training: {weight_decay: -1.0e-4}", "training.weight_decay", ">= 0"),
+    ("training: {weight_decay: '1e-4'}", "training.weight_decay", "write the number without quotes"),
+    ("budget: {steps: 5e3}", "budget.steps", "expected a positive integer, got number 5000.0"),
+    ("training: {split: random}", "training.split", "unknown split"),
+    ("resources: {gpus_per_run: 0}", "resources.gpus_per_run", "outside"),
+    ("resources: {time_limit: 24:00:00}", "resources.time_limit", 'quote it: "24:00:00"'),
+    ("resources: {time_limit: '1 day'}", "resources.time_limit", "HH:MM:SS"),
+    ("resources: {memory: 16}", "resources.memory", "Slurm size"),
+    ("resources: {memory: 16Q}", "resources.memory", "Slurm size"),
+    ("resources: {cpus: 4}", "resources.cpus", "unknown key"),
+    ("store: 3", "store", "SQLAlchemy URL"),
+    ("store: not a url", "store", "SQLAlchemy URL"),
+]
+
+
+@pytest.mark.parametrize(("text", "key", "fragment"), BAD_SETTINGS)
 def test_bad_settings(tmp_path: Path, text: str, key: str, fragment: str) -> None:
     error = grid_error(tmp_path, GOOD + text + "\n")
     assert error.key == key, str(error)
@@ -254,9 +256,10 @@ def test_split_error_lists_the_splits(tmp_path: Path) -> None:
     assert error.valid == ("default", "labpal")
 
 
-@pytest.mark.parametrize(
-    "name", ["", "a/b", "../x", "a b", "a;b", "$(rm -rf ~)", "`x`", "a|b", "-x", ".hidden", "x" * 65, "é", "a\\b"]
-)
+BAD_NAMES = ["", "a/b", "../x", "a b", "a;b", "$(rm -rf ~)", "`x`", "a|b", "-x", ".hidden", "x" * 65, "é", "a\\b"]
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
 def test_bad_names(tmp_path: Path, name: str) -> None:
     error = grid_error(tmp_path, GOOD.replace("name: t", f"name: {json.dumps(name)}"))
     assert error.key == "name"
@@ -294,13 +297,43 @@ def test_repeated_problem(tmp_path: Path) -> None:
     assert error.key == "problems[1]" and "twice" in error.problem
 
 
-@pytest.mark.parametrize("value", ["[]", "digits_mlp", "{a: 1}", "null"])
+BAD_PROBLEMS = ["[]", "{a: 1}", "null", "3"]
+
+
+@pytest.mark.parametrize("value", BAD_PROBLEMS)
 def test_problems_must_be_a_non_empty_list(tmp_path: Path, value: str) -> None:
     error = grid_error(tmp_path, GOOD.replace("[digits_mlp]", value))
     assert error.key == "problems"
 
 
-@pytest.mark.parametrize("value", ["{}", "[sgd]", "null", "3"])
+def test_one_value_where_a_list_is_expected(tmp_path: Path) -> None:
+    """`problems: digits_mlp` and `seeds: 1` are one-element lists, and grid values one candidate."""
+    text = "name: t\nproblems: digits_mlp\nseeds: 7\noptimizers:\n  sgd:\n    grid: {lr: 0.1}\n"
+    grid = load_grid(write(tmp_path, text))
+    assert grid.problems == ["digits_mlp"] and grid.seeds == [7]
+    assert [p["lr"] for p in grid.optimizers["sgd"].points] == [0.1]
+    listed = load_grid(write(tmp_path, text.replace("digits_mlp", "[digits_mlp]").replace("7", "[7]"), "b.yaml"))
+    assert listed.grid_hash == grid.grid_hash
+    error = grid_error(tmp_path, text.replace("problems: digits_mlp", "problems: mnist_mpl"))
+    assert error.key == "problems[0]" and error.valid == tuple(PROBLEMS)
+
+
+@pytest.mark.parametrize(("written", "value"), [("1e-3", 1e-3), ("1E-4", 1e-4), ("5e3", 5e3), ("+2.5e+1", 25.0)])
+def test_numbers_in_exponent_notation_are_floats(tmp_path: Path, written: str, value: float) -> None:
+    """YAML 1.2 reads 1e-3 as a float (PyYAML's YAML 1.1 reads it as a string): as grid values and settings."""
+    text = f"name: t\nproblems: [digits_mlp]\ntraining: {{weight_decay: {written}}}\noptimizers:\n"
+    text += f"  sgd:\n    grid: {{lr: [{written}, 0.5]}}\n"
+    grid = load_grid(write(tmp_path, text))
+    assert [p["lr"] for p in grid.optimizers["sgd"].points] == [value, 0.5]
+    assert grid.training["digits_mlp"].weight_decay == value
+    same = text.replace(written, repr(value))  # the same grid written with a dot: the same grid hash
+    assert load_grid(write(tmp_path, same, "dot.yaml")).grid_hash == grid.grid_hash
+
+
+BAD_OPTIMIZERS = ["{}", "[sgd]", "null", "3"]
+
+
+@pytest.mark.parametrize("value", BAD_OPTIMIZERS)
 def test_optimizers_must_be_a_non_empty_mapping(tmp_path: Path, value: str) -> None:
     error = grid_error(tmp_path, f"name: t\nproblems: [digits_mlp]\noptimizers: {value}\n")
     assert error.key == "optimizers" and error.valid == tuple(OPTIMIZERS)
