@@ -3,9 +3,18 @@
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
-from lsbench.sweep.backends.profile import PROFILE_KEYS, Profile, ProfileError, load_profile, parse_profile
+from lsbench.sweep.backends.profile import (
+    PROFILE_KEYS,
+    Profile,
+    ProfileError,
+    load_profile,
+    parse_profile,
+    profile_json_schema,
+)
 from lsbench.sweep.cli import main
+from lsbench.sweep.yamlfile import read_yaml
 
 CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
 
@@ -25,25 +34,32 @@ def test_tcml_profile_describes_the_thesis_nodes():
 
 
 def test_profile_fields_are_exactly_the_valid_keys():
-    fields = set(Profile.__dataclass_fields__) - {"source", "text"}
-    assert fields == set(PROFILE_KEYS)
+    # PROFILE_KEYS is read from the model: the same keys, in the same order, with the model's defaults.
+    assert list(Profile.model_fields) == list(PROFILE_KEYS)
+    assert {name: key.default for name, key in PROFILE_KEYS.items()} == {
+        name: info.default for name, info in Profile.model_fields.items()
+    }
+    assert "source" not in PROFILE_KEYS and "text" not in PROFILE_KEYS  # set by the loader, not keys of the file
+    profile = parse_profile("backend: local\n", "p.yaml")
+    assert profile.source == "p.yaml" and profile.text == "backend: local\n"
+    assert profile.poll_seconds == PROFILE_KEYS["poll_seconds"].default and profile.scratch == "$TMPDIR"
 
 
-@pytest.mark.parametrize(
-    ("text", "message"),
-    [
-        ("placement: gpu\nimage: /x.sif\npartiton: day\n", "partiton: unknown key (valid: backend,"),
-        ("image: /x.sif\nplacement: rack\n", "placement: must be one of gpu, node"),
-        ("image: /x.sif\npartition: 'day; rm -rf /'\n", "partition: must be a Slurm name"),
-        ("image: /x.sif\ntime_limit: 86400\n", 'time_limit: must be a quoted time "HH:MM:SS"'),
-        ("image: /x.sif\nbinds: ['/data,/etc']\n", "binds: must not contain ','"),
-        ("image: /x.sif\nnode: {gpu: 4}\n", "node.gpu: unknown key (valid: gpus,"),
-        ("image: /x.sif\nscratch: '$(id)'\n", "scratch: must be a path or $VARIABLE"),
-        ("backend: slurm\n", "image: a slurm profile needs the container image"),
-        ("image: /x.sif\nstage_data: true\n", "stage_data: needs data_dir"),
-        ("- a list\n", "must be a mapping"),
-    ],
-)
+BAD_PROFILES = [
+    ("placement: gpu\nimage: /x.sif\npartiton: day\n", "partiton: unknown key 'partiton' (valid: backend,"),
+    ("image: /x.sif\nplacement: rack\n", "placement: must be one of gpu, node"),
+    ("image: /x.sif\npartition: 'day; rm -rf /'\n", "partition: must be a Slurm name"),
+    ("image: /x.sif\ntime_limit: 86400\n", 'time_limit: must be a quoted time "HH:MM:SS"'),
+    ("image: /x.sif\nbinds: ['/data,/etc']\n", "binds: must not contain ','"),
+    ("image: /x.sif\nnode: {gpu: 4}\n", "node.gpu: unknown key 'gpu' (valid: gpus,"),
+    ("image: /x.sif\nscratch: '$(id)'\n", "scratch: must be a path or $VARIABLE"),
+    ("backend: slurm\n", "image: a slurm profile needs the container image"),
+    ("image: /x.sif\nstage_data: true\n", "stage_data: needs data_dir"),
+    ("- a list\n", "must be a mapping"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_PROFILES)
 def test_bad_profiles_are_one_line_errors(text, message):
     with pytest.raises(ProfileError) as error:
         parse_profile(text, "p.yaml")
@@ -59,3 +75,24 @@ def test_an_unknown_profile_key_is_exit_code_2_with_one_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and "gpus: unknown key" in err
     assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_profile_json_schema_describes_every_key_and_accepts_the_shipped_profiles():
+    schema = profile_json_schema()
+    Draft202012Validator.check_schema(schema)
+    assert list(schema["properties"]) == list(PROFILE_KEYS) and schema["additionalProperties"] is False
+    assert schema["properties"]["placement"]["enum"] == ["gpu", "node"]
+    assert schema["properties"]["signal_seconds"]["default"] == 120
+    validator = Draft202012Validator(schema)
+    for name in ("tcml", "local", "testing"):
+        assert list(validator.iter_errors(read_yaml((CLUSTER / f"{name}.yaml").read_text()))) == []
+
+
+# Rejected by loading only: whether the image is given for slurm, stage_data without data_dir (rules between keys),
+# and a path with a shell substitution (checked as a path when the profile is loaded).
+LOADER_ONLY = ("backend: slurm\n", "image: /x.sif\nstage_data: true\n", "image: /x.sif\nscratch: '$(id)'\n")
+
+
+@pytest.mark.parametrize(("text", "message"), BAD_PROFILES)
+def test_profile_json_schema_rejects_the_bad_profiles(text, message):
+    assert Draft202012Validator(profile_json_schema()).is_valid(read_yaml(text)) is (text in LOADER_ONLY)

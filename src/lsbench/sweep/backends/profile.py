@@ -5,11 +5,11 @@ so that a grid (what to train) stays the same on every machine::
 
     sweep submit grids/pal_cifar10.yaml --profile cluster/tcml.yaml
 
-:data:`PROFILE_KEYS` (and :data:`NODE_KEYS` for the ``node:`` block) is the single source of truth for the valid
-keys, their defaults, checks and meaning: validation reads it, :class:`Profile` must have exactly its keys as
-fields (checked at import), and :func:`describe_keys` prints it for the documentation. An unknown key, a wrong type
-or an unsafe value is a :class:`ProfileError` whose message is one line, ``<file>: <key>: <problem> (valid: ...)``,
-which the CLI reports with exit code 2.
+:class:`Profile` (a pydantic model, with :class:`NodeFacts` for the ``node:`` block) is the single source of truth
+for the valid keys, their defaults, checks and meaning: :func:`parse_profile` validates with it,
+:func:`profile_json_schema` describes it for editors, and :data:`PROFILE_KEYS`/:func:`describe_keys` are read from
+it. An unknown key, a wrong type or an unsafe value is a :class:`ProfileError` whose message is one line,
+``<file>: <key>: <problem> (valid: ...)``, which the CLI reports with exit code 2.
 
 Values that end up in batch scripts and command lines are restricted here (no newlines; scheduler names without
 whitespace or quotes; bind paths without ``,`` or ``:``), and quoted again where they are written.
@@ -19,14 +19,27 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import yaml
+from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
-__all__ = ["NODE_KEYS", "PROFILE_KEYS", "Key", "Profile", "ProfileError", "load_profile", "parse_profile"]
+from lsbench.sweep.schema import Check, Section, ValidationError, fail, first_problem
+from lsbench.sweep.yamlfile import YamlProblem, read_yaml
+
+__all__ = [
+    "NODE_KEYS",
+    "PROFILE_KEYS",
+    "Key",
+    "NodeFacts",
+    "Profile",
+    "ProfileError",
+    "load_profile",
+    "parse_profile",
+    "profile_json_schema",
+]
 
 TIME_PATTERN = re.compile(r"(?:[0-9]{1,3}-)?[0-9]{1,4}:[0-5][0-9]:[0-5][0-9]")
 SIZE_PATTERN = re.compile(r"[1-9][0-9]{0,9}[KMGT]?")
@@ -48,93 +61,92 @@ class ProfileError(ValueError):
         super().__init__(" ".join(text.split()))
 
 
-@dataclass(frozen=True)
-class Key:
-    """One valid profile key: its default and a checker that returns the normalized value or raises ValueError."""
-
-    default: Any
-    check: Callable[[Any, Path], Any]
-    help: str
+# ------------------------------------------------------------------------------------------------ leaf values
 
 
-def _int(low: int, high: int) -> Callable[[Any, Path], int]:
-    def check(value: Any, _base: Path) -> int:
+def _int(low: int, high: int) -> Check:
+    def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             raise ValueError(f"must be an integer in [{low}, {high}], not {value!r}")
         return value
 
-    return check
+    return Check(check, {"type": "integer", "minimum": low, "maximum": high})
 
 
-def _optional(check: Callable[[Any, Path], Any]) -> Callable[[Any, Path], Any]:
-    return lambda value, base: None if value is None else check(value, base)
+def _optional(leaf: Check) -> Check:
+    def check(value: Any, *context: Any) -> Any:
+        return None if value is None else leaf.check(value, *context)
+
+    return Check(check, {"anyOf": [dict(leaf.json), {"type": "null"}]}, leaf.context)
 
 
-def _number(low: float, high: float) -> Callable[[Any, Path], float]:
-    def check(value: Any, _base: Path) -> float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+def _number(low: float, high: float) -> Check:
+    def check(value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
             raise ValueError(f"must be a number in [{low}, {high}], not {value!r}")
         return float(value)
 
-    return check
+    return Check(check, {"type": "number", "minimum": low, "maximum": high})
 
 
-def _bool(value: Any, _base: Path) -> bool:
+def _bool(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"must be true or false, not {value!r}")
     return value
 
 
-def _choice(*choices: str) -> Callable[[Any, Path], str]:
-    def check(value: Any, _base: Path) -> str:
+def _choice(*choices: str) -> Check:
+    def check(value: Any) -> str:
         if value not in choices:
             raise ValueError(f"must be one of {', '.join(choices)}, not {value!r}")
         return value
 
-    return check
+    return Check(check, {"enum": list(choices)})
 
 
-def _text(value: Any, _base: Path) -> str:
+def _text(value: Any) -> str:
     if not isinstance(value, str) or "\n" in value.strip():
         raise ValueError("must be one line of text")
     return value.strip()
 
 
-def _pattern(pattern: re.Pattern[str], what: str) -> Callable[[Any, Path], str]:
-    def check(value: Any, _base: Path) -> str:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
+def _pattern(pattern: re.Pattern[str], what: str, numbers: tuple[str, ...] = ()) -> Check:
+    """A string matching ``pattern``; a number is read as its text (``partition: 123``), and ``numbers`` are the JSON
+    Schema types of the numbers whose text can match."""
+
+    def check(value: Any) -> str:
+        if isinstance(value, int | float) and not isinstance(value, bool):
             value = str(value)
         if not isinstance(value, str) or not pattern.fullmatch(value):
             raise ValueError(f"{what}, not {value!r}")
         return value
 
-    return check
+    return Check(check, {"type": ["string", *numbers], "pattern": f"^(?:{pattern.pattern})$"})
 
 
-_time = _pattern(TIME_PATTERN, 'must be a quoted time "HH:MM:SS" or "D-HH:MM:SS"')
-_size = _pattern(SIZE_PATTERN, "must be a Slurm size: digits and an optional K, M, G or T (e.g. 16G)")
-_scheduler_name = _pattern(SCHEDULER_NAME_PATTERN, "must be a Slurm name without whitespace, quotes, '#' or '%'")
-_executable = _pattern(EXECUTABLE_PATTERN, "must be a command name or path without whitespace or quotes")
+def _base(context: Mapping[str, Any] | None) -> Path:
+    """The directory relative paths are resolved against (``model_validate(..., context={"base": ...})``)."""
+    return Path((context or {}).get("base") or Path.cwd())
 
 
-def _path(value: Any, base: Path) -> str:
+def _path(value: Any, context: Mapping[str, Any] | None) -> str:
     """An absolute path (``~`` expanded; relative paths are relative to the profile's directory)."""
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a path")
     if any(char in value for char in "\n\r\0"):
         raise ValueError("must not contain newlines or NUL characters")
     path = Path(os.path.expanduser(value))
-    return str(path if path.is_absolute() else (base / path).resolve())
+    return str(path if path.is_absolute() else (_base(context) / path).resolve())
 
 
-def _bind_path(value: Any, base: Path) -> str:
-    path = _path(value, base)
+def _bind_path(value: Any, context: Mapping[str, Any] | None) -> str:
+    path = _path(value, context)
     if "," in path or ":" in path:
         raise ValueError(f"must not contain ',' or ':' (Apptainer's bind syntax), not {value!r}")
     return path
 
 
-def _binds(value: Any, base: Path) -> tuple[str, ...]:
+def _binds(value: Any, context: Mapping[str, Any] | None) -> tuple[str, ...]:
     """Extra directories bound into the container at the same path: ``/path`` or ``/path:ro``."""
     if not isinstance(value, list):
         raise ValueError("must be a list of paths")
@@ -143,141 +155,158 @@ def _binds(value: Any, base: Path) -> tuple[str, ...]:
         path, _, mode = str(entry).partition(":") if isinstance(entry, str) else (entry, "", "")
         if mode not in ("", "ro", "rw"):
             raise ValueError(f"{entry!r}: the only suffixes are :ro and :rw")
-        binds.append(_bind_path(path, base) + (f":{mode}" if mode else ""))
+        binds.append(_bind_path(path, context) + (f":{mode}" if mode else ""))
     return tuple(binds)
 
 
-def _scratch(value: Any, base: Path) -> str:
+def _scratch(value: Any, context: Mapping[str, Any] | None) -> str:
     """A node-local directory, or ``$NAME``: the directory named by that variable on the node (e.g. $TMPDIR)."""
     if isinstance(value, str) and value.startswith("$"):
         name = value[1:].strip("{}")
         if not ENV_NAME_PATTERN.fullmatch(name):
             raise ValueError(f"must be a path or $VARIABLE, not {value!r}")
         return f"${name}"
-    return _bind_path(value, base)
+    return _bind_path(value, context)
 
 
-NODE_KEYS: dict[str, Key] = {
-    "gpus": Key(None, _optional(_int(1, 64)), "GPUs per node"),
-    "gpu_model": Key(None, _optional(_text), "GPU model (informational)"),
-    "cpu_model": Key(None, _optional(_text), "CPU model (informational)"),
-    "sockets": Key(None, _optional(_int(1, 16)), "CPU sockets per node"),
-    "cores": Key(None, _optional(_int(1, 4096)), "physical cores per node"),
-    "threads": Key(None, _optional(_int(1, 8192)), "hardware threads per node (what Slurm counts as CPUs)"),
-    "memory": Key(None, _optional(_size), "memory per node"),
-    "scratch_size": Key(None, _optional(_size), "node-local scratch space"),
-}
+_PATH = {"type": "string", "minLength": 1}
+TIME = _pattern(TIME_PATTERN, 'must be a quoted time "HH:MM:SS" or "D-HH:MM:SS"')
+SIZE = _pattern(SIZE_PATTERN, "must be a Slurm size: digits and an optional K, M, G or T (e.g. 16G)", ("integer",))
+SCHEDULER_NAME = _pattern(
+    SCHEDULER_NAME_PATTERN, "must be a Slurm name without whitespace, quotes, '#' or '%'", ("number",)
+)
+EXECUTABLE = _pattern(EXECUTABLE_PATTERN, "must be a command name or path without whitespace or quotes", ("number",))
+BOOL = Check(_bool, {"type": "boolean"})
+TEXT = Check(_text, {"type": "string"})
+BIND_PATH = Check(_bind_path, _PATH, context=True)
+BINDS = Check(_binds, {"type": "array", "items": {"type": "string", "pattern": "^[^,:]+(:ro|:rw)?$"}}, context=True)
+SCRATCH = Check(_scratch, _PATH, context=True)
 
 
-def _node(value: Any, base: Path) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ValueError("must be a mapping of node facts")
-    return _check_keys(value, NODE_KEYS, base, prefix="node.")
+# ------------------------------------------------------------------------------------------------------ models
 
 
-PROFILE_KEYS: dict[str, Key] = {
+class NodeFacts(Section):
+    """Facts about a compute node (sizes; informational except as documentation). ``node["gpus"]`` works too."""
+
+    gpus: Annotated[int | None, _optional(_int(1, 64))] = Field(None, description="GPUs per node")
+    gpu_model: Annotated[str | None, _optional(TEXT)] = Field(None, description="GPU model (informational)")
+    cpu_model: Annotated[str | None, _optional(TEXT)] = Field(None, description="CPU model (informational)")
+    sockets: Annotated[int | None, _optional(_int(1, 16))] = Field(None, description="CPU sockets per node")
+    cores: Annotated[int | None, _optional(_int(1, 4096))] = Field(None, description="physical cores per node")
+    threads: Annotated[int | None, _optional(_int(1, 8192))] = Field(
+        None, description="hardware threads per node (what Slurm counts as CPUs)"
+    )
+    memory: Annotated[str | None, _optional(SIZE)] = Field(None, description="memory per node")
+    scratch_size: Annotated[str | None, _optional(SIZE)] = Field(None, description="node-local scratch space")
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in type(self).model_fields:
+            raise KeyError(key)
+        return getattr(self, key)
+
+
+class Profile(Section):
+    """A validated cluster profile: every valid key with its default, check and meaning (``description``).
+
+    ``source`` (the file as named) and ``text`` (its YAML) are set by :func:`parse_profile`; they are not keys.
+    """
+
     # -- which backend and what the cluster looks like
-    "backend": Key("slurm", _choice("slurm", "local"), "where workers run: slurm (array jobs) or local (a pool)"),
-    "description": Key("", _text, "one line saying which cluster this is"),
-    "node": Key({}, _node, "facts about a compute node (sizes; informational except as documentation)"),
-    "workers": Key(None, _optional(_int(1, 1024)), "local: pool size (default: one per GPU, else one per core)"),
+    backend: Annotated[str, _choice("slurm", "local")] = Field(
+        "slurm", description="where workers run: slurm (array jobs) or local (a pool)"
+    )
+    description: Annotated[str, TEXT] = Field("", description="one line saying which cluster this is")
+    node: NodeFacts = Field(
+        NodeFacts(), description="facts about a compute node (sizes; informational except as documentation)"
+    )
+    workers: Annotated[int | None, _optional(_int(1, 1024))] = Field(
+        None, description="local: pool size (default: one per GPU, else one per core)"
+    )
     # -- placement of runs on GPUs
-    "placement": Key(
+    placement: Annotated[str, _choice("gpu", "node")] = Field(
         "gpu",
-        _choice("gpu", "node"),
-        "gpu: one array task per run (--gres=gpu:N, shared nodes); node: one array task takes a node and runs "
-        "gpus_per_node/gpus_per_run workers, one srun --exact step per slot",
-    ),
-    "gpus_per_node": Key(4, _int(1, 64), "GPUs of one node (packing: slots per array task)"),
-    "cpus_per_gpu": Key(1, _int(1, 1024), "CPUs requested per GPU"),
-    "memory_per_gpu": Key(None, _optional(_size), "memory per GPU; default: the grid's resources.memory per run"),
-    "threads_per_run": Key(None, _optional(_int(1, 1024)), "OMP/MKL threads of a worker; default: its CPUs"),
-    "exclusive": Key(False, _bool, "node placement: ask for the whole node (--exclusive)"),
+        description="gpu: one array task per run (--gres=gpu:N, shared nodes); node: one array task takes a node and "
+        "runs gpus_per_node/gpus_per_run workers, one srun --exact step per slot",
+    )
+    gpus_per_node: Annotated[int, _int(1, 64)] = Field(4, description="GPUs of one node (packing: slots per task)")
+    cpus_per_gpu: Annotated[int, _int(1, 1024)] = Field(1, description="CPUs requested per GPU")
+    memory_per_gpu: Annotated[str | None, _optional(SIZE)] = Field(
+        None, description="memory per GPU; default: the grid's resources.memory per run"
+    )
+    threads_per_run: Annotated[int | None, _optional(_int(1, 1024))] = Field(
+        None, description="OMP/MKL threads of a worker; default: its CPUs"
+    )
+    exclusive: Annotated[bool, BOOL] = Field(False, description="node placement: ask for the whole node (--exclusive)")
     # -- scheduler settings
-    "partition": Key(None, _optional(_scheduler_name), "Slurm partition (--partition)"),
-    "account": Key(None, _optional(_scheduler_name), "Slurm account (--account)"),
-    "qos": Key(None, _optional(_scheduler_name), "Slurm quality of service (--qos)"),
-    "constraint": Key(None, _optional(_scheduler_name), "node features (--constraint)"),
-    "time_limit": Key(None, _optional(_time), "time limit of a task; default: the grid's resources.time_limit"),
-    "max_time_limit": Key(None, _optional(_time), "the partition's limit: a longer request is an error"),
-    "signal_seconds": Key(
-        120, _int(30, 65535), "USR2 to the job this many seconds before its time limit (checkpoint + requeue)"
-    ),
-    "max_requeues": Key(3, _int(0, 1000), "requeues of one array task after a time-limit signal"),
-    "max_concurrent_runs": Key(None, _optional(_int(1, 1_000_000)), "sweep-wide limit on runs at once (% throttle)"),
-    "max_array_size": Key(None, _optional(_int(1, 4_000_000)), "default: MaxArraySize of `scontrol show config`"),
-    "poll_seconds": Key(10.0, _number(0.0, 3600.0), "at most one sacct/squeue query per this many seconds"),
-    "sbatch_retries": Key(5, _int(0, 100), "retries of sbatch after a transient error"),
-    "sbatch_backoff_seconds": Key(2.0, _number(0.0, 600.0), "first retry delay; doubles with every retry"),
+    partition: Annotated[str | None, _optional(SCHEDULER_NAME)] = Field(None, description="Slurm partition")
+    account: Annotated[str | None, _optional(SCHEDULER_NAME)] = Field(None, description="Slurm account (--account)")
+    qos: Annotated[str | None, _optional(SCHEDULER_NAME)] = Field(None, description="Slurm quality of service (--qos)")
+    constraint: Annotated[str | None, _optional(SCHEDULER_NAME)] = Field(None, description="node features")
+    time_limit: Annotated[str | None, _optional(TIME)] = Field(
+        None, description="time limit of a task; default: the grid's resources.time_limit"
+    )
+    max_time_limit: Annotated[str | None, _optional(TIME)] = Field(
+        None, description="the partition's limit: a longer request is an error"
+    )
+    signal_seconds: Annotated[int, _int(30, 65535)] = Field(
+        120, description="USR2 to the job this many seconds before its time limit (checkpoint + requeue)"
+    )
+    max_requeues: Annotated[int, _int(0, 1000)] = Field(3, description="requeues of one array task after a signal")
+    max_concurrent_runs: Annotated[int | None, _optional(_int(1, 1_000_000))] = Field(
+        None, description="sweep-wide limit on runs at once (% throttle)"
+    )
+    max_array_size: Annotated[int | None, _optional(_int(1, 4_000_000))] = Field(
+        None, description="default: MaxArraySize of `scontrol show config`"
+    )
+    poll_seconds: Annotated[float, _number(0.0, 3600.0)] = Field(
+        10.0, description="at most one sacct/squeue query per this many seconds"
+    )
+    sbatch_retries: Annotated[int, _int(0, 100)] = Field(5, description="retries of sbatch after a transient error")
+    sbatch_backoff_seconds: Annotated[float, _number(0.0, 600.0)] = Field(
+        2.0, description="first retry delay; doubles with every retry"
+    )
     # -- container and data
-    "image": Key(None, _optional(_bind_path), "the Apptainer/Singularity image (.sif) the workers run in"),
-    "apptainer": Key("apptainer", _choice("apptainer", "singularity"), "the container runtime's command"),
-    "python": Key("python", _executable, "the Python inside the image"),
-    "binds": Key((), _binds, "more directories bound into the container at the same path (suffix :ro or :rw)"),
-    "data_dir": Key(None, _optional(_bind_path), "datasets on the shared file system ($LSBENCH_DATA of workers)"),
-    "stage_data": Key(False, _bool, "copy data_dir to node-local scratch before the workers start"),
-    "scratch": Key("$TMPDIR", _scratch, "node-local scratch: a path or $VARIABLE evaluated on the node"),
-}
+    image: Annotated[str | None, _optional(BIND_PATH)] = Field(
+        None, description="the Apptainer/Singularity image (.sif) the workers run in"
+    )
+    apptainer: Annotated[str, _choice("apptainer", "singularity")] = Field(
+        "apptainer", description="the container runtime's command"
+    )
+    python: Annotated[str, EXECUTABLE] = Field("python", description="the Python inside the image")
+    binds: Annotated[tuple[str, ...], BINDS] = Field(
+        (), description="more directories bound into the container at the same path (suffix :ro or :rw)"
+    )
+    data_dir: Annotated[str | None, _optional(BIND_PATH)] = Field(
+        None, description="datasets on the shared file system ($LSBENCH_DATA of workers)"
+    )
+    stage_data: Annotated[bool, BOOL] = Field(
+        False, description="copy data_dir to node-local scratch before the workers start"
+    )
+    scratch: Annotated[str, SCRATCH] = Field(
+        "$TMPDIR", description="node-local scratch: a path or $VARIABLE evaluated on the node"
+    )
 
+    _source: str = PrivateAttr(default="<string>")
+    _text: str = PrivateAttr(default="")
 
-def _check_keys(data: Mapping[Any, Any], keys: Mapping[str, Key], base: Path, prefix: str = "") -> dict[str, Any]:
-    values: dict[str, Any] = {}
-    for name, value in data.items():
-        if name not in keys:
-            raise _KeyProblem(f"{prefix}{name}", "unknown key", tuple(keys))
-        try:
-            values[name] = keys[name].check(value, base)
-        except _KeyProblem:
-            raise
-        except ValueError as error:
-            raise _KeyProblem(f"{prefix}{name}", str(error)) from None
-    for name, key in keys.items():
-        values.setdefault(name, key.default)
-    return values
+    @model_validator(mode="after")
+    def _consistent(self) -> Profile:
+        if self.backend == "slurm" and self.image is None:
+            raise fail("a slurm profile needs the container image (.sif)", at=("image",))
+        if self.stage_data and self.data_dir is None:
+            raise fail("needs data_dir (what to stage)", at=("stage_data",))
+        return self
 
+    @property
+    def source(self) -> str:
+        """The profile file as named (error messages, the sweep's records)."""
+        return self._source
 
-class _KeyProblem(Exception):
-    def __init__(self, key: str, problem: str, valid: tuple[str, ...] | None = None) -> None:
-        super().__init__(key, problem, valid)
-        self.key, self.problem, self.valid = key, problem, valid
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A validated profile; attribute names are the keys of :data:`PROFILE_KEYS`."""
-
-    source: str
-    text: str = field(repr=False)
-    backend: str = "slurm"
-    description: str = ""
-    node: dict[str, Any] = field(default_factory=dict)
-    workers: int | None = None
-    placement: str = "gpu"
-    gpus_per_node: int = 4
-    cpus_per_gpu: int = 1
-    memory_per_gpu: str | None = None
-    threads_per_run: int | None = None
-    exclusive: bool = False
-    partition: str | None = None
-    account: str | None = None
-    qos: str | None = None
-    constraint: str | None = None
-    time_limit: str | None = None
-    max_time_limit: str | None = None
-    signal_seconds: int = 120
-    max_requeues: int = 3
-    max_concurrent_runs: int | None = None
-    max_array_size: int | None = None
-    poll_seconds: float = 10.0
-    sbatch_retries: int = 5
-    sbatch_backoff_seconds: float = 2.0
-    image: str | None = None
-    apptainer: str = "apptainer"
-    python: str = "python"
-    binds: tuple[str, ...] = ()
-    data_dir: str | None = None
-    stage_data: bool = False
-    scratch: str = "$TMPDIR"
+    @property
+    def text(self) -> str:
+        """The profile's YAML as read (copied into the sweep directory)."""
+        return self._text
 
     def slots(self, gpus_per_run: int) -> int:
         """Runs per array task: 1, or with node placement as many as fit on a node's GPUs."""
@@ -286,33 +315,41 @@ class Profile:
         return max(1, self.gpus_per_node // gpus_per_run)
 
 
-_FIELDS = {item.name for item in fields(Profile)} - {"source", "text"}
-if set(PROFILE_KEYS) != _FIELDS:  # the dataclass must mirror the one list of valid keys
-    raise ImportError(f"Profile fields and PROFILE_KEYS differ: {sorted(_FIELDS ^ set(PROFILE_KEYS))}")
+@dataclass(frozen=True)
+class Key:
+    """One valid profile key as :class:`Profile` declares it: its default and meaning."""
+
+    default: Any
+    help: str
+
+
+def _keys(model: type[BaseModel]) -> dict[str, Key]:
+    return {name: Key(info.default, info.description or "") for name, info in model.model_fields.items()}
+
+
+PROFILE_KEYS: dict[str, Key] = _keys(Profile)
+"""Every valid key of a profile with its default and meaning, read from :class:`Profile`."""
+NODE_KEYS: dict[str, Key] = _keys(NodeFacts)
+"""Every valid key of a profile's ``node:`` block, read from :class:`NodeFacts`."""
 
 
 def parse_profile(text: str, source: str = "<string>", base: Path | None = None) -> Profile:
     """Validate a profile's YAML text; relative paths are resolved against ``base`` (the profile's directory)."""
     base = base if base is not None else Path.cwd()
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        raise ProfileError(source, where, f"not valid YAML: {getattr(error, 'problem', error)}") from None
+        data = read_yaml(text)
+    except YamlProblem as problem:
+        raise ProfileError(source, problem.key, problem.problem) from None
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
         raise ProfileError(source, "", "must be a mapping of keys to values")
     try:
-        values = _check_keys(data, PROFILE_KEYS, base)
-    except _KeyProblem as problem:
-        raise ProfileError(source, problem.key, problem.problem, problem.valid) from None
-    profile = Profile(source=source, text=text, **values)
-    if profile.backend == "slurm" and profile.image is None:
-        raise ProfileError(source, "image", "a slurm profile needs the container image (.sif)")
-    if profile.stage_data and profile.data_dir is None:
-        raise ProfileError(source, "stage_data", "needs data_dir (what to stage)")
+        profile = Profile.model_validate(data, context={"base": base})
+    except ValidationError as error:
+        raise ProfileError(source, *first_problem(error)) from None
+    profile._source = source
+    profile._text = text
     return profile
 
 
@@ -337,6 +374,14 @@ def load_profile(name: str | os.PathLike[str]) -> Profile:
     except OSError as error:
         raise ProfileError(str(name), "", f"cannot read the profile: {error.strerror or error}") from None
     return parse_profile(text, str(path), path.resolve().parent)
+
+
+def profile_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a cluster profile file, as a plain dict, e.g. for editors
+    (``sweep schema profile``). Generated from :class:`Profile`: every key with its type, range or pattern, default
+    and meaning. Paths are checked for safety and resolved when a profile is loaded, not by the schema."""
+    schema = Profile.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema, "title": "lsbench cluster profile"}
 
 
 def describe_keys() -> str:
