@@ -19,10 +19,9 @@ from lsbench.report.formats import (
     summary_tables,
     write_reports,
 )
-from lsbench.report.summary import FAILED_STATES, METRICS, RunOutcome, SummaryRow, aggregate, canonical_hparams
+from lsbench.report.summary import METRICS, RunOutcome, SummaryRow, aggregate, canonical_hparams
 
 __all__ = [
-    "FAILED_STATES",
     "FORMATS",
     "METRICS",
     "REPORT_FILES",

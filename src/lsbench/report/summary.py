@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 
+from lsbench.runs import NO_RESULT
+
 __all__ = [
-    "FAILED_STATES",
     "METRICS",
     "RunOutcome",
     "SummaryRow",
@@ -30,9 +31,8 @@ __all__ = [
 METRICS = ("train_loss", "val_acc", "test_acc")
 """The final metrics that are aggregated, in table order."""
 
-FAILED_STATES = frozenset({"failed", "timeout", "preempted", "cancelled"})
-"""Terminal states that produced no result; any state other than these, ``completed`` and ``diverged`` (``planned``,
-``queued``, ``running`` or one this module does not know) counts as unfinished."""
+# Runs in lsbench.runs.NO_RESULT states count as failed; any state other than these, completed and diverged
+# (planned, queued, running or one this module does not know) counts as unfinished.
 
 
 @dataclass(frozen=True)
@@ -147,7 +147,7 @@ def aggregate(outcomes: Sequence[RunOutcome]) -> list[SummaryRow]:
         elif status == "diverged":
             group.diverged += 1
             continue
-        elif status in FAILED_STATES:
+        elif status in NO_RESULT:
             group.failed += 1
             continue
         else:
