@@ -55,7 +55,7 @@ def test_text_fits_120_columns_and_shows_every_number(rows):
     assert val == ["85.00", "60.00", "50.00", "72.50"]
     assert test == ["75.00", "50.00", "40.00", "62.50", "75.00"]
     assert runs[:5] == ["3", "14", "4", "2", "1"] and "lr=0.01" in example[3]
-    empty = [line for line in lines if "adam" in line][0]
+    empty = next(line for line in lines if "adam" in line)
     assert empty.split("adam")[1].split() == ["-", "-", "-", "-"]
 
 
