@@ -56,3 +56,32 @@ def test_upgrade_recovers_every_identity_field_and_the_ids_recompute(db_url: str
         assert run_id_of(row.spec.identity()) == row.run_id
         assert RunSpec.from_dict(row.spec.to_dict()).run_id == row.run_id
         assert (row.kind, row.status) == ("train", "completed")
+
+
+def test_upgrade_from_0003_gives_existing_runs_the_fp32_precision_and_keeps_their_ids(db_url: str) -> None:
+    engine = create_store_engine(db_url)
+    now = datetime.now(timezone.utc)
+    old = RunSpec.create("digits_mlp", "sgd", {"lr": 0.1}, seed=3, split="labpal")
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(connection=conn), "0003")
+        columns = [name for name in old.to_dict() if name != "precision"]
+        runs = sa.table(
+            "runs",
+            *(sa.column(name) for name in columns if name != "hparams"),
+            sa.column("hparams", sa.JSON),
+            sa.column("summary", sa.JSON),
+            sa.column("created_at", UTCDateTime),
+            sa.column("updated_at", UTCDateTime),
+            sa.column("status"),
+        )
+        identity = {name: value for name, value in old.to_dict().items() if name != "precision"}
+        conn.execute(sa.insert(runs).values(**identity, summary={}, status="planned", created_at=now, updated_at=now))
+    engine.dispose()
+    with Store(db_url) as store:  # opening upgrades in place
+        row = store.get_run(old.run_id)
+        assert row.spec == old and row.spec.precision == "fp32"
+        assert run_id_of(row.spec.identity()) == old.run_id
+        bf16 = RunSpec.create("digits_mlp", "sgd", {"lr": 0.1}, seed=3, split="labpal", precision="bf16")
+        store.upsert_sweep("new", "h", "", "/tmp/new", "local")
+        store.add_runs("new", [bf16])
+        assert store.get_run(bf16.run_id).spec.precision == "bf16" and bf16.run_id != old.run_id

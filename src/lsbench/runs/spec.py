@@ -15,9 +15,9 @@ a store migration):
 Hyperparameters are fully resolved (every registry default filled in, see :func:`lsbench.sweep.grid.resolve_point`),
 so writing a default explicitly or leaving it out is the same run, and a run shared by two grids is one run.
 
-Fields declared *implicit* (``split``, ``kind``) enter the identity only when they differ from their default. They
-were added after runs had been recorded; leaving a default value out of the hash keeps the ids of those runs, and a
-run with another value can never share an id with one on the default.
+Fields declared *implicit* (``split``, ``kind``, ``precision``) enter the identity only when they differ from their
+default. They were added after runs had been recorded; leaving a default value out of the hash keeps the ids of those
+runs, and a run with another value can never share an id with one on the default.
 
 This module imports no torch: the login-node commands read plans and rows through it. :meth:`RunSpec.create` and
 :meth:`RunSpec.train_config` import the registries and the trainer when called.
@@ -39,9 +39,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_KIND",
+    "DEFAULT_PRECISION",
     "DEFAULT_SPLIT",
     "IDENTITY_FIELDS",
     "KINDS",
+    "PRECISIONS",
     "SPLITS",
     "RunSpec",
     "canonical_json",
@@ -55,6 +57,14 @@ DEFAULT_KIND = "train"
 SPLITS = ("default", "labpal")
 """Train/validation split rules: the problem's own, or the LABPAL harness' 40k/10k CIFAR split."""
 DEFAULT_SPLIT = "default"
+
+PRECISIONS = ("fp32", "tf32", "bf16")
+"""Numerics of the forward and backward passes of training steps (every closure evaluation, line-search probes
+included): ``fp32`` is IEEE float32 throughout (TensorFloat-32 off for cuBLAS and cuDNN, also on Ampere and newer
+GPUs where PyTorch lets cuDNN use it by default); ``tf32`` allows TensorFloat-32 matrix products and convolutions;
+``bf16`` runs them under bfloat16 autocast. Parameters, gradients, optimizer arithmetic and evaluation stay float32
+in all three (:mod:`lsbench.train.precision`)."""
+DEFAULT_PRECISION = "fp32"
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
@@ -91,6 +101,7 @@ class RunSpec:
         weight_decay: L2 coefficient.
         split: train/validation split rule (:data:`SPLITS`).
         kind: what the run does (:data:`KINDS`).
+        precision: numerics of the training passes (:data:`PRECISIONS`).
     """
 
     run_id: str = field(metadata=_identity(64))
@@ -104,6 +115,7 @@ class RunSpec:
     weight_decay: float = field(metadata=_identity())
     split: str = field(default=DEFAULT_SPLIT, metadata=_identity(32, implicit=True, choices=SPLITS))
     kind: str = field(default=DEFAULT_KIND, metadata=_identity(16, implicit=True, choices=KINDS))
+    precision: str = field(default=DEFAULT_PRECISION, metadata=_identity(8, implicit=True, choices=PRECISIONS))
 
     def __hash__(self) -> int:
         return hash(self.run_id)
@@ -158,6 +170,7 @@ class RunSpec:
         weight_decay: float | None = None,
         split: str = DEFAULT_SPLIT,
         kind: str = DEFAULT_KIND,
+        precision: str = DEFAULT_PRECISION,
     ) -> RunSpec:
         """A run from partial settings: the problem's defaults for every setting left None, every hyperparameter
         default filled in, the id computed.
@@ -180,6 +193,7 @@ class RunSpec:
             "weight_decay": defaults.weight_decay if weight_decay is None else weight_decay,
             "split": split,
             "kind": kind,
+            "precision": precision,
         }
         return cls.from_dict(values)
 
