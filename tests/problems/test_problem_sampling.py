@@ -167,3 +167,68 @@ def test_state_of_another_dataset_size_is_rejected():
 def test_batch_larger_than_the_dataset_is_rejected():
     with pytest.raises(ValueError, match="batch_size"):
         sampler(torch.zeros(10, 1), batch_size=11, seed=0)
+
+
+# ------------------------------------------------------------------------------------- devices and resume
+
+
+def test_sampler_state_holds_nothing_that_depends_on_the_device():
+    """A CPU generator's state is 5,056 bytes, a CUDA one's 16, and neither loads into the other; the state holds
+    only the CPU shuffling generator, integers and a CPU permutation."""
+    batches = sampler(images(20), batch_size=8, seed=3, augmentation=Augmentation(pad=4))
+    batches.next_batch()
+    state = batches.state_dict()
+    assert set(state) == {
+        "num_samples",
+        "batch_size",
+        "epoch",
+        "position",
+        "permutation",
+        "shuffle_rng",
+        "augment_seed",
+    }
+    assert state["shuffle_rng"].device.type == "cpu" and state["shuffle_rng"].numel() == 5056
+    assert state["permutation"].device.type == "cpu"
+    assert isinstance(state["augment_seed"], int)
+
+
+def test_augmentation_is_a_function_of_the_batch_key_alone():
+    augmentation = Augmentation(pad=4)
+    draws = augmentation.draw((123, 2, 16), 64)
+    assert draws.shape == (3, 64) and draws.dtype.name == "int64"
+    assert (draws[:2] >= 0).all() and (draws[:2] <= 8).all() and set(draws[2].tolist()) == {0, 1}
+    assert (augmentation.draw((123, 2, 16), 64) == draws).all()
+    assert not (augmentation.draw((123, 2, 24), 64) == draws).all()
+    data, indices = images(70), torch.arange(64)
+    first = augmentation(data, indices, (123, 2, 16))
+    expected = crop_and_flip(
+        data, indices, *(torch.from_numpy(row) for row in draws[:2]), torch.from_numpy(draws[2]) > 0, 4
+    )
+    assert torch.equal(first, expected)
+
+
+def _legacy_state(batches: BatchSampler) -> dict:
+    """A state as lsbench wrote it before augmentation was keyed, by a sampler whose data was on a GPU."""
+    state = batches.state_dict()
+    del state["augment_seed"]
+    state["augment_rng"] = torch.zeros(16, dtype=torch.uint8)  # a CUDA generator's state
+    return state
+
+
+def test_a_legacy_state_of_an_augmented_sampler_is_refused_with_one_line():
+    batches = sampler(images(20), batch_size=8, seed=3, augmentation=Augmentation(pad=4))
+    batches.next_batch()
+    with pytest.raises(ValueError, match=r"earlier lsbench.*delete the run's checkpoints") as error:
+        sampler(images(20), batch_size=8, seed=3, augmentation=Augmentation(pad=4)).load_state_dict(
+            _legacy_state(batches)
+        )
+    assert "\n" not in str(error.value)
+
+
+def test_a_legacy_state_of_a_sampler_without_augmentation_resumes():
+    original = sampler(images(20), batch_size=8, seed=3)
+    original.next_batch()
+    restored = sampler(images(20), batch_size=8, seed=3)
+    restored.load_state_dict(_legacy_state(original))
+    for _ in range(4):
+        assert torch.equal(original.next_batch()[0], restored.next_batch()[0])

@@ -24,8 +24,9 @@ PCA lighting noise with standard deviation 0.1 (thesis App. A.2.3: "we applied l
 
 Every random choice of a training sample comes from a NumPy generator seeded by the sampler from
 ``(run seed, epoch, index)`` (:class:`~lsbench.problems.sampling.StreamingSampler`), so batches are
-reproducible and resumable whatever the number of loader workers. Workers default to
-``min(8, os.cpu_count())``; ``$LSBENCH_NUM_WORKERS`` overrides that.
+reproducible and resumable whatever the number of loader workers. Workers default to ``min(8, CPUs available
+to this process)`` -- the CPUs Slurm granted the task, not the node's -- and ``$LSBENCH_NUM_WORKERS`` overrides
+that.
 
 File names are held in NumPy byte arrays rather than Python lists: forked loader workers then share them
 without the copy-on-access that reference counting causes on millions of Python strings.
@@ -57,6 +58,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageFolderDataset",
+    "available_cpus",
     "default_num_workers",
     "image_folder_split",
     "load_image_folder",
@@ -77,11 +79,25 @@ _SPLITS = ("default", "labpal")
 
 
 def default_num_workers() -> int:
-    """Loader worker processes: ``$LSBENCH_NUM_WORKERS`` if set, else ``min(8, os.cpu_count())``."""
+    """Loader worker processes: ``$LSBENCH_NUM_WORKERS`` if set, else ``min(8, available_cpus())``."""
     value = os.environ.get("LSBENCH_NUM_WORKERS")
     if value is not None:
         return int(value)
-    return min(8, os.cpu_count() or 1)
+    return min(8, available_cpus())
+
+
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (what Slurm's task binding and cgroups leave it), capped
+    by ``$SLURM_CPUS_PER_TASK`` when Slurm set it; ``os.cpu_count()`` (the whole node) only where neither is known.
+    A 4-GPU node shared by four runs must not start four times the node's core count of loader workers."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        count = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        count = min(count, int(slurm))
+    return max(1, count)
 
 
 def scan_image_folder(
@@ -277,6 +293,7 @@ class ImageFolderDataset:
             num_workers=self.num_workers,
             pin_memory=device.type == "cuda",
             eval_batch_size=self.eval_batch_size,
+            device=device,
         )
 
 

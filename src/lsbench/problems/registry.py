@@ -227,7 +227,7 @@ def build_problem(
         download: fetch a missing CIFAR, SVHN or MNIST folder with torchvision's downloaders.
 
     ImageNet problems stream their data from disk with ``$LSBENCH_NUM_WORKERS`` loader processes (default
-    ``min(8, os.cpu_count())``), see :mod:`lsbench.problems.imagefolder`.
+    ``min(8, CPUs available to the process)``), see :mod:`lsbench.problems.imagefolder`.
     """
     spec = name_or_spec if isinstance(name_or_spec, ProblemSpec) else get_problem(name_or_spec)
     device = torch.device(device)

@@ -72,6 +72,12 @@ class Augmentation:
 
     ``pad`` is a dataset setting because the reference harnesses differ: 4 for CIFAR-10 and for CIFAR-100 in
     the PAL experiments, 8 for CIFAR-100 in the LABPAL harness.
+
+    The offsets and flips of a batch are drawn on the host from a NumPy generator seeded with the batch's *key*
+    (the sampler passes ``(stream seed, epoch, position in the epoch)``), never from a device generator: the same
+    batch is augmented the same way on a CPU and on a GPU, and a sampler's state holds no generator whose format
+    depends on the device kind (a CPU generator's state is 5,056 bytes, a CUDA one's 16, and neither loads into
+    the other). The draws reach the device in one asynchronous copy from pinned memory.
     """
 
     pad: int
@@ -81,20 +87,26 @@ class Augmentation:
         if self.pad < 0:
             raise ValueError(f"pad must be non-negative, got {self.pad}")
 
-    def __call__(self, images: Tensor, indices: Tensor, generator: torch.Generator) -> Tensor:
-        """Return augmented raw images ``images[indices]``, drawing offsets and flips from ``generator``.
-
-        ``generator`` must live on ``images.device`` so drawing the randomness needs no host round trip.
-        """
-        batch = indices.shape[0]
-        device = images.device
-        top = torch.randint(0, 2 * self.pad + 1, (batch,), generator=generator, device=device)
-        left = torch.randint(0, 2 * self.pad + 1, (batch,), generator=generator, device=device)
+    def draw(self, key: Sequence[int], batch: int) -> np.ndarray:
+        """The random choices of a batch of ``batch`` samples: int64 ``(3, batch)`` rows top, left, flip (0/1),
+        a function of ``key`` (non-negative integers) alone."""
+        rng = np.random.default_rng([int(k) for k in key])
+        draws = np.zeros((3, batch), dtype=np.int64)
+        draws[:2] = rng.integers(0, 2 * self.pad + 1, size=(2, batch))
         if self.flip:
-            flip = torch.rand(batch, generator=generator, device=device) < 0.5
-        else:
-            flip = torch.zeros(batch, dtype=torch.bool, device=device)
-        return crop_and_flip(images, indices, top, left, flip, self.pad)
+            draws[2] = rng.integers(0, 2, size=batch)
+        return draws
+
+    def __call__(self, images: Tensor, indices: Tensor, key: Sequence[int]) -> Tensor:
+        """Return augmented raw images ``images[indices]``, with the random choices :meth:`draw` makes for ``key``.
+
+        Nothing here waits for the device: on CUDA the draws are copied from pinned memory without blocking (the
+        caching host allocator keeps the pinned block until the copy has run).
+        """
+        draws = torch.from_numpy(self.draw(key, indices.shape[0]))
+        if images.device.type == "cuda":
+            draws = draws.pin_memory().to(images.device, non_blocking=True)
+        return crop_and_flip(images, indices, draws[0], draws[1], draws[2].bool(), self.pad)
 
 
 class Normalize:
