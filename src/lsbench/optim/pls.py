@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar
@@ -27,9 +28,13 @@ from lsbench.optim.closure import BatchClosure
 
 EXPLORATION_POLICIES = ("linear", "exponential")
 CANDIDATE_SELECTIONS = ("wolfe", "ei_wolfe")
-PER_SAMPLE_ELEMENTS = 2**24  # per-sample gradients held at once (samples x parameters), bounds the chunk size
+PER_SAMPLE_ELEMENTS = 2**24  # per-sample gradient entries held at once on the CPU (samples x parameters)
+PER_SAMPLE_MEMORY_FRACTION = 0.25  # of a GPU's memory, for the per-sample gradients of one chunk
+_BYTES_PER_ENTRY = 3  # element sizes per per-sample gradient entry: the gradient, its centred square, temporaries
 ABORT_STEP = 0.01  # scaled position of the fallback step when no Wolfe point is found
 _NAN_SUBSTITUTE = (100.0, 10.0, 1.0, 1.0)  # f, f′, σ_f², σ_f′² of a non-finite evaluation (the reference's values)
+
+_log = logging.getLogger(__name__)
 
 
 # -- per-sample statistics ---------------------------------------------------------------------------------------
@@ -48,6 +53,7 @@ def capture_batch_statistics(model: nn.Module) -> Iterator[dict[nn.Module, list[
 
     def hook(module: nn.Module, args: tuple[Any, ...]) -> None:
         x = args[0].detach()
+        x = x.to(torch.promote_types(x.dtype, torch.float32))  # bfloat16 under autocast; per-sample pass is float32
         dims = [0, *range(2, x.dim())]
         stats.setdefault(module, []).append((x.mean(dims), x.var(dims, unbiased=False)))
 
@@ -87,6 +93,31 @@ def _fixed_batch_statistics(stats: dict[nn.Module, list[tuple[Tensor, Tensor]]])
             del module.forward
 
 
+def per_sample_chunk_size(parameters: int, batch: int, device: torch.device, element_size: int = 4) -> int:
+    """Samples per vmapped chunk of :func:`batch_mean_variances` for a model of ``parameters`` parameters of
+    ``element_size`` bytes each on ``device``: at most ``batch``, at least 1.
+
+    On a GPU: as many as :data:`PER_SAMPLE_MEMORY_FRACTION` of its memory holds at three elements per per-sample
+    gradient entry -- on an H200 every CIFAR network of the grids (DenseNet-121: 7 M parameters) takes a batch of
+    128 in one pass; a fixed entry budget gave DenseNet-121 two samples per chunk, 64 passes in a row. The GPU's
+    *total* memory, not its free memory, decides, so a run resumed on the same kind of GPU chunks -- and therefore
+    rounds, and draws per-sample dropout masks -- the same way. On the CPU: :data:`PER_SAMPLE_ELEMENTS` entries.
+    """
+    if device.type == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        entries = int(total * PER_SAMPLE_MEMORY_FRACTION) // (_BYTES_PER_ENTRY * element_size)
+    else:
+        entries = PER_SAMPLE_ELEMENTS
+    return max(1, min(batch, entries // max(1, parameters)))
+
+
+def _chunk_size_for(params: list[Tensor], batch: int) -> int:
+    if not params:
+        return batch
+    count = sum(p.numel() for p in params)
+    return per_sample_chunk_size(count, batch, params[0].device, params[0].element_size())
+
+
 def _per_sample_loss_fn(loss_fn: nn.Module) -> nn.Module:
     """A copy of ``loss_fn`` with ``reduction='none'``; the mean of its outputs must be the batch loss."""
     if getattr(loss_fn, "reduction", None) != "mean":
@@ -123,8 +154,9 @@ def batch_mean_variances(
 
     Per-sample losses and gradients come from ``torch.func``: ``vmap`` over ``grad_and_value`` of the model's
     ``functional_call`` on one sample at a time (``closure.factory.model`` and ``closure.factory.loss_fn`` with
-    ``reduction='none'``), in chunks of samples so that at most about :data:`PER_SAMPLE_ELEMENTS` gradient entries
-    exist at once (``chunk_size`` overrides). Any model built from layers ``vmap`` supports works.
+    ``reduction='none'``), in chunks of ``chunk_size`` samples (default :func:`per_sample_chunk_size`). Any model
+    built from layers ``vmap`` supports works. The per-sample pass runs in float32 also when the closure's forward
+    runs under bfloat16 autocast.
 
     Samples that interact in the batch forward pass are approximated:
 
@@ -178,8 +210,7 @@ def batch_mean_variances(
             return per_sample_loss(output, y.unsqueeze(0)).mean()
 
         per_sample = vmap(grad_and_value(sample_loss), in_dims=(None, 0, 0), randomness="different")
-        size = max(1, PER_SAMPLE_ELEMENTS // max(1, sum(p.numel() for p in params)))
-        size = min(n, chunk_size or size)
+        size = min(n, chunk_size or _chunk_size_for(params, n))
         losses, count, mean, m2 = [], 0, None, None
         for start in range(0, n, size):
             grads, chunk_losses = per_sample(wanted, inputs[start : start + size], targets[start : start + size])
@@ -292,7 +323,9 @@ class PLS(LineSearchOptimizer):
             (default 10).
         expl_policy: ``"linear"`` or ``"exponential"`` exploration points.
         candidate_selection: ``"wolfe"`` (reference) or ``"ei_wolfe"``.
-        per_sample_chunk: samples per vmapped chunk (default: automatic from :data:`PER_SAMPLE_ELEMENTS`).
+        per_sample_chunk: samples per vmapped chunk (default: automatic, :func:`per_sample_chunk_size`). A chunk
+            that does not fit into GPU memory is halved until it does; the size in use is saved with the state, so
+            a resumed run continues with it.
     """
 
     RANGES: ClassVar[dict[str, Range]] = {
@@ -389,9 +422,7 @@ class PLS(LineSearchOptimizer):
                     self.state[p]["direction"] = torch.zeros_like(p)
         params = self._line_params()
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-        loss_variance, variances = batch_mean_variances(
-            closure, params, stats, self.param_groups[0]["per_sample_chunk"]
-        )
+        loss_variance, variances = self._batch_mean_variances(closure, params, stats)
         # the per-sample pass: one vmapped forward and backward over the batch (a pooled closure of the noise
         # adaptation, lsbench.optim.noise, holds several sampled batches and counts as that many)
         passes = getattr(closure, "pooled_batches", 1)
@@ -417,6 +448,26 @@ class PLS(LineSearchOptimizer):
         f, fvar, gd, vdd, gg, vdg, vgg = scalars.tolist()  # the one host synchronization of the step
         self.shared["last"] = {"f": f, "fvar": fvar, "gd": gd, "vdd": vdd, "gg": gg, "vdg": vdg, "vgg": vgg}
         return loss
+
+    def _batch_mean_variances(
+        self, closure: BatchClosure, params: list[Tensor], stats: dict[nn.Module, list[tuple[Tensor, Tensor]]]
+    ) -> tuple[Tensor, list[Tensor]]:
+        """:func:`batch_mean_variances` in chunks of the configured or automatic size, halved on a GPU out of memory
+        (rare: the automatic size leaves three quarters of the GPU to the model and its activations)."""
+        shared = self.shared
+        chunk = self.param_groups[0]["per_sample_chunk"] or shared.get("per_sample_chunk")
+        if chunk is None:
+            chunk = shared["per_sample_chunk"] = _chunk_size_for(params, closure.inputs.shape[0])
+        while True:
+            try:
+                return batch_mean_variances(closure, params, stats, chunk)
+            except torch.cuda.OutOfMemoryError:
+                if chunk == 1:
+                    raise
+                chunk = shared["per_sample_chunk"] = max(1, chunk // 2)
+                _log.warning(
+                    "PLS: per-sample gradients ran out of GPU memory; retrying with %d samples per chunk", chunk
+                )
 
     # -- line bookkeeping -------------------------------------------------------------------------------------
 
