@@ -9,6 +9,7 @@ policy and checkpoint/resume.
 """
 
 from lsbench.train.checkpoint import load_checkpoint, save_checkpoint
+from lsbench.train.device import DeviceUnavailableError
 from lsbench.train.trainer import (
     FINAL_MODEL_FILE,
     METRICS_FILE,
@@ -26,6 +27,7 @@ __all__ = [
     "METRICS_FILE",
     "RESULT_FILE",
     "CheckpointMismatchError",
+    "DeviceUnavailableError",
     "EvalPoint",
     "Status",
     "TrainConfig",

@@ -16,9 +16,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
-from lsbench.sweep.protocol import EXIT_BAD_INPUT, EXIT_OK
+from lsbench.runs.spec import DEFAULT_PRECISION, PRECISIONS
+from lsbench.sweep.protocol import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
+from lsbench.train.device import DeviceUnavailableError
+from lsbench.train.precision import check_precision_supported
 from lsbench.train.trainer import CheckpointMismatchError, TrainConfig, TrainResult, train
 
 __all__ = ["add_train_parser", "main", "run_train"]
@@ -53,9 +57,18 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weight-decay", type=float, help="L2 coefficient (default: the problem's)")
     parser.add_argument("--checkpoint-every", type=int, help="checkpoint interval in steps (default: none)")
     parser.add_argument("--out", type=Path, help="run directory: checkpoints, result.json, metrics.jsonl")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (default cpu)")
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu, cuda, cuda:N or auto (default cpu); auto requires CUDA when CUDA_VISIBLE_DEVICES names a GPU",
+    )
     parser.add_argument("--data-dir", help="dataset root for CIFAR problems")
     parser.add_argument("--split", default="default", help="train/validation split rule: default or labpal")
+    parser.add_argument(
+        "--precision",
+        default=DEFAULT_PRECISION,
+        help=f"numerics of the training passes: {', '.join(PRECISIONS)} (default {DEFAULT_PRECISION})",
+    )
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -85,9 +98,11 @@ def _key_value(text: str) -> tuple[str, Any]:
 def run_train(args: argparse.Namespace) -> int:
     """Run the job described by parsed arguments; print a one-line summary. Returns the exit code.
 
-    Invalid problems, optimizers, hyperparameters and a checkpoint of another run in ``--out`` are usage
-    errors: one line on stderr, exit code 2. An error raised while training is not bad input: it propagates
-    (traceback, exit code 1). A diverged run is a valid result and exits with 0.
+    Invalid problems, optimizers, hyperparameters, a precision the device cannot run and a checkpoint of another
+    run in ``--out`` are usage errors: one line on stderr, exit code 2. A GPU that is asked for (``--device cuda``,
+    or ``auto`` under a ``CUDA_VISIBLE_DEVICES`` naming one) but unusable is one line on stderr and exit code 1,
+    before anything is trained. An error raised while training is not bad input: it propagates (traceback, exit
+    code 1). A diverged run is a valid result and exits with 0.
     """
     try:
         config = TrainConfig.create(
@@ -100,10 +115,16 @@ def run_train(args: argparse.Namespace) -> int:
             batch_size=args.batch_size,
             weight_decay=args.weight_decay,
             split=args.split,
+            precision=args.precision,
             checkpoint_every=args.checkpoint_every,
             device=args.device,
             data_dir=args.data_dir,
         )
+        config = config.resolved()
+        check_precision_supported(config.run.precision, torch.device(config.device))
+    except DeviceUnavailableError as error:
+        print(f"lsbench train: error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
     except ValueError as error:
         return _bad_input(error)
     try:

@@ -9,11 +9,21 @@ What happens in a run:
 * **Seeding.** The problem (model initialisation, shuffling, augmentation) is built from the run's seed; the
   closure of step ``t`` gets the seed ``seed * 1_000_003 + t``, which fixes its dropout masks. Nothing else
   draws random numbers, so a run is a function of its configuration. Deterministic kernels are switched on
-  for the duration of the run (``torch.use_deterministic_algorithms(True, warn_only=True)``; on CUDA also
-  ``CUBLAS_WORKSPACE_CONFIG``); the previous setting is restored afterwards. Two runs of one configuration --
-  or one run and its resumed continuation -- are then bitwise identical on the same kind of device; on the CPU
-  also the number of threads must match (``torch.set_num_threads``), because it changes how a matrix product
-  is split and therefore its rounding.
+  for the duration of the run (``torch.use_deterministic_algorithms(True, warn_only=True)``); cuBLAS also needs
+  ``CUBLAS_WORKSPACE_CONFIG``, which it reads once, when its first handle is created, so importing this module
+  sets it (unless the user chose one) before the worker or ``lsbench train`` touches CUDA. The previous setting
+  is restored afterwards. Two runs of one configuration -- or one run and its resumed continuation -- are then
+  bitwise identical on the same kind of device; on the CPU also the number of threads must match
+  (``torch.set_num_threads``), because it changes how a matrix product is split and therefore its rounding.
+* **Devices.** ``device="auto"`` takes CUDA when it is available, but a run pinned to a GPU by
+  ``CUDA_VISIBLE_DEVICES`` fails at once with a one-line :class:`~lsbench.train.device.DeviceUnavailableError`
+  when CUDA cannot use that GPU, instead of training on the CPU (:mod:`lsbench.train.device`). A checkpoint
+  resumes on any device: its tensors are loaded to the CPU and moved, and the sampler's state holds nothing that
+  depends on the device kind (:mod:`lsbench.problems.sampling`). Kernels and dropout masks follow the device, so a
+  continuation on another kind of device is the same run, not bitwise the same numbers.
+* **Precision.** The run's ``precision`` (``fp32`` by default, ``tf32``, ``bf16``) sets the numerics of every
+  closure evaluation of the training steps, probes included; evaluation always runs in ``fp32``
+  (:mod:`lsbench.train.precision`).
 * **No host synchronisation per step.** Reading a GPU scalar (``.item()``, ``float(t)``, ``bool(t)``) blocks
   the host until the device has finished all queued work; once per step that would leave the GPU idle while
   Python prepares the next step. The trainer keeps its running sums on the device and reads them once per
@@ -27,6 +37,7 @@ What happens in a run:
   identically; ``train`` resumes from the newest readable one it finds. See :mod:`lsbench.train.checkpoint`.
   They are kept when the run ends (``result.json`` marks a finished run): training the same configuration into
   the same directory again repeats only the steps after the last checkpoint and ends with the same result.
+  ``final_model.pt`` holds CPU tensors, so a plain ``torch.load`` reads it on a machine without CUDA.
 """
 
 from __future__ import annotations
@@ -48,7 +59,6 @@ from torch import Tensor
 
 from lsbench.files import atomic_write
 from lsbench.optim import (
-    ClosureFactory,
     StepReport,
     TrainingContext,
     build_optimizer,
@@ -58,6 +68,8 @@ from lsbench.optim import (
 from lsbench.problems import build_problem, evaluate
 from lsbench.runs.spec import RunSpec
 from lsbench.train.checkpoint import load_checkpoint, save_checkpoint
+from lsbench.train.device import resolve_device
+from lsbench.train.precision import check_precision_supported, closure_factory, numerics
 
 __all__ = [
     "FINAL_MODEL_FILE",
@@ -87,6 +99,13 @@ _EXECUTION_FIELDS = ("checkpoint_every", "device", "data_dir")
 
 _log = logging.getLogger(__name__)
 
+# cuBLAS reads its workspace configuration when its first handle is created; set here, at import, it is in place
+# before the worker or ``lsbench train`` runs anything on CUDA. A process that used cuBLAS before importing lsbench
+# has its configuration already (see _deterministic_algorithms).
+_CUBLAS_CONFIG = ":4096:8"
+_CUBLAS_SET_LATE = "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_initialized()
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", _CUBLAS_CONFIG)
+
 
 class CheckpointMismatchError(ValueError):
     """The output directory holds a checkpoint of a different run; resuming it would mix two runs."""
@@ -103,7 +122,8 @@ class TrainConfig:
     Attributes:
         run: the run's identity (problem, optimizer, resolved hyperparameters, seed, budget, ...).
         checkpoint_every: checkpoint interval in steps; None writes no checkpoints.
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, … or ``"auto"`` (CUDA if available).
+        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``, … or ``"auto"`` (CUDA if available; required when
+            ``CUDA_VISIBLE_DEVICES`` names a GPU, see :func:`lsbench.train.device.resolve_device`).
         data_dir: dataset root (CIFAR problems).
     """
 
@@ -136,7 +156,8 @@ class TrainConfig:
         **settings: Any,
     ) -> TrainConfig:
         """A job from partial settings; ``settings`` are :meth:`RunSpec.create`'s (steps, eval_every, batch_size,
-        weight_decay, split, kind), None meaning the problem's default. Raises ValueError for invalid ones."""
+        weight_decay, split, kind, precision), None meaning the problem's default. Raises ValueError for invalid
+        ones."""
         run = RunSpec.create(problem, optimizer, hparams, seed, **settings)
         return cls(run, checkpoint_every=checkpoint_every, device=device, data_dir=data_dir)
 
@@ -151,10 +172,13 @@ class TrainConfig:
         return cls(RunSpec.from_dict({k: v for k, v in data.items() if k not in _EXECUTION_FIELDS}), **execution)
 
     def resolved(self) -> TrainConfig:
-        """This config with a concrete device (``auto``: CUDA if available)."""
-        if self.device != "auto":
-            return self
-        return dataclasses.replace(self, device="cuda" if torch.cuda.is_available() else "cpu")
+        """This config with a concrete, usable device (``auto``: CUDA if available).
+
+        Raises:
+            DeviceUnavailableError: the config or ``CUDA_VISIBLE_DEVICES`` asks for a GPU that CUDA cannot use.
+        """
+        device = str(resolve_device(self.device))
+        return self if device == self.device else dataclasses.replace(self, device=device)
 
 
 @dataclass
@@ -229,12 +253,16 @@ def train(
 
     Raises:
         CheckpointMismatchError: ``out_dir`` holds a checkpoint of a different run.
+        DeviceUnavailableError: the run asks for a GPU that CUDA cannot use (nothing is trained).
+        ValueError: the device cannot run the run's precision (bf16 on a GPU older than Ampere).
     """
     config = config.resolved()
+    device = torch.device(config.device)
+    check_precision_supported(config.run.precision, device)
     directory = None if out_dir is None else Path(out_dir)
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-    with _deterministic_algorithms(torch.device(config.device)):
+    with _deterministic_algorithms(device), numerics(config.run.precision):
         run = _Run(config)
         if directory is not None:
             run.resume(directory)
@@ -249,12 +277,17 @@ def _deterministic_algorithms(device: torch.device) -> Iterator[None]:
     """Deterministic kernels for the duration of a run; the caller's setting is restored afterwards.
 
     ``warn_only``: an operation without a deterministic implementation warns instead of failing the run.
-    cuBLAS needs a fixed workspace configuration to be deterministic; it is set unless the user chose one.
+    cuBLAS needs a fixed workspace configuration to be deterministic; it was set when this module was imported
+    unless the user chose one. If CUDA was already in use then, cuBLAS may have started without it: say so.
     """
     enabled = torch.are_deterministic_algorithms_enabled()
     warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    if device.type == "cuda" and _CUBLAS_SET_LATE:
+        _log.warning(
+            "CUBLAS_WORKSPACE_CONFIG was set after CUDA had started in this process; cuBLAS products may not be "
+            "deterministic. Set CUBLAS_WORKSPACE_CONFIG=%s before starting Python.",
+            _CUBLAS_CONFIG,
+        )
     torch.use_deterministic_algorithms(True, warn_only=True)
     try:
         yield
@@ -347,7 +380,9 @@ class _Run:
         parameters = self.problem.model.parameters()
         self.optimizer = build_optimizer(run.optimizer, parameters, run.hparams, context)
         self.total_steps = training_steps(self.optimizer, run.steps)
-        self.closures = ClosureFactory(self.problem.model, self.problem.loss_fn, run.weight_decay)
+        self.closures = closure_factory(
+            self.problem.model, self.problem.loss_fn, run.weight_decay, run.precision, self.device
+        )
         self.sums = _StepSums(self.device)
         self.step = 0
         self.history: list[EvalPoint] = []
@@ -437,8 +472,9 @@ class _Run:
         window = self.sums.read_window()
         window_steps = self.step - (int(self.history[-1]["step"]) if self.history else 0)
         problem = self.problem
-        val_loss, val_acc = evaluate(problem.model, problem.loss_fn, problem.validation)
-        test_loss, test_acc = evaluate(problem.model, problem.loss_fn, problem.test)
+        with numerics("fp32"):  # accuracies compare across precisions
+            val_loss, val_acc = evaluate(problem.model, problem.loss_fn, problem.validation)
+            test_loss, test_acc = evaluate(problem.model, problem.loss_fn, problem.test)
         report = step_report(self.optimizer)
         point: EvalPoint = {
             "step": self.step,
@@ -481,9 +517,13 @@ def _run_identity(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _write_outputs(out_dir: Path, result: TrainResult, model_state: dict[str, Tensor]) -> None:
-    """Final model, metrics and result, each atomically; ``result.json`` last, so it marks a finished run."""
+    """Final model, metrics and result, each atomically; ``result.json`` last, so it marks a finished run.
+
+    The model's tensors are saved from the CPU: a file of CUDA tensors needs ``map_location`` to load on a machine
+    without CUDA (a login node), and ``torch.load`` without it fails there."""
     record = result.to_dict()
-    atomic_write(out_dir / FINAL_MODEL_FILE, lambda file: torch.save(model_state, file))
+    cpu_state = {name: value.detach().cpu() for name, value in model_state.items()}
+    atomic_write(out_dir / FINAL_MODEL_FILE, lambda file: torch.save(cpu_state, file))
     lines = "".join(json.dumps(point, allow_nan=False) + "\n" for point in record["history"])
     atomic_write(out_dir / METRICS_FILE, lambda file: file.write(lines.encode()))
     text = json.dumps(record, indent=2, allow_nan=False) + "\n"
