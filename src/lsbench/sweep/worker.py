@@ -9,7 +9,11 @@ directly, Slurm inside the container -- so it needs nothing but the sweep direct
   created exclusively on the shared file system), so two workers never train the same run at the same time,
   whichever nodes they run on; a file lock on the run (in ``$LSBENCH_LOCK_DIR`` if set, else the run directory)
   is a second line of defence. The loser exits with :data:`EXIT_BUSY` and changes nothing;
-* records an attempt (host, pid, backend job id, log path, GPU, versions) and streams every evaluation point to
+* refuses to start when it is pinned to a GPU that CUDA cannot use (``CUDA_VISIBLE_DEVICES`` names one, or
+  ``--device cuda:N``): one line on stderr, exit code :data:`EXIT_FAILURE`, nothing claimed or trained -- instead of
+  training a GPU-sized run on the CPU (:func:`lsbench.train.device.resolve_device`);
+* records an attempt (host, pid, backend job id, log path, GPU name; in ``versions`` the code and library versions,
+  the run's precision, the GPU's UUID and the CUDA, cuDNN and driver versions) and streams every evaluation point to
   the store as metrics keyed (run, step, name), so a resumed run that reports a point again writes nothing new;
 * sends a heartbeat on a timer (:func:`lsbench.sweep.protocol.heartbeat_seconds`), independent of the evaluation
   schedule, so a healthy run that evaluates once a day is never taken for dead; a worker whose claim was taken
@@ -59,6 +63,8 @@ from lsbench.sweep.protocol import (
 )
 from lsbench.train import TrainResult, train
 from lsbench.train.checkpoint import CHECKPOINT, PREVIOUS_CHECKPOINT
+from lsbench.train.device import DeviceUnavailableError, device_metadata, resolve_device
+from lsbench.train.precision import check_precision_supported
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR2)
 METRIC_NAMES = (
@@ -87,6 +93,12 @@ def run_worker(
         if status in FINISHED:
             print(f"run {spec.run_id} is already {status}; nothing to do", flush=True)
             return EXIT_OK
+        try:  # before the claim: a worker on an unusable GPU must neither hold the run nor train it on the CPU
+            device = str(resolve_device(device))
+            check_precision_supported(spec.precision, torch.device(device))
+        except (DeviceUnavailableError, ValueError) as error:
+            print(f"lsbench worker: error: {error}", file=sys.stderr, flush=True)
+            return EXIT_FAILURE
         run_dir = sweep.run_dir(spec.run_id)
         run_dir.mkdir(parents=True, exist_ok=True)
         with exclusive(lock_file(run_dir, spec.run_id)) as acquired:
@@ -138,8 +150,8 @@ def _train_and_record(
         host=socket.gethostname(),
         pid=os.getpid(),
         log_path=str(sweep.log_file(run_id)),
-        gpu=_gpu_name(config.resolved().device),
-        versions=_versions(),
+        gpu=_gpu_name(config.device),
+        versions=_versions(config.device, spec.precision),
         claim_stale_after=claim_stale_seconds(),
     )
     if not claimed:
@@ -239,12 +251,19 @@ def _gpu_name(device: str) -> str | None:
     return None
 
 
-def _versions() -> dict[str, str]:
+def _versions(device: str, precision: str) -> dict[str, str]:
+    """The ``versions`` of an attempt: what produced its numbers besides the run's identity. ``precision`` is also
+    part of the identity; it is repeated here so that an attempt row alone says how it computed."""
+    metadata = device_metadata(device)
     return {
         "lsbench": lsbench.__version__,
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "cuda": torch.version.cuda or "none",
+        "cuda": metadata["cuda"],
+        "cudnn": metadata["cudnn"],
+        "driver": metadata["driver"],
+        "gpu_uuid": metadata["gpu_uuid"],
+        "precision": precision,
         "image": os.environ.get("LSBENCH_IMAGE_DIGEST", "none"),
     }
 
@@ -255,7 +274,11 @@ def add_worker_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--index", required=True, type=int, help="the run's index in the sweep's plan")
     parser.add_argument("--backend", default="local", help="who started this worker (recorded with the attempt)")
     parser.add_argument("--job-id", default=None, help="the scheduler's job id, if any")
-    parser.add_argument("--device", default="auto", help="torch device (default: cuda if available)")
+    parser.add_argument(
+        "--device",
+        default="auto",
+        help="torch device (default auto: CUDA if available; required when CUDA_VISIBLE_DEVICES names a GPU)",
+    )
     parser.set_defaults(handler=_run_worker_command)
 
 

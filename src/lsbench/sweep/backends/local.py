@@ -2,10 +2,13 @@
 
 ``start_pool`` launches ``python -m lsbench.sweep.backends.local SWEEP_DIR`` in a new session (so closing the
 terminal does not stop it) and returns at once. The pool trains the sweep's ``queued`` runs, at most one worker
-per slot: one slot per GPU, each worker pinned to its GPU through ``CUDA_VISIBLE_DEVICES`` -- or, without GPUs,
-one single-threaded worker per CPU core (a second intra-op thread per worker only makes workers compete for
-cores). When its queue is empty it looks at the store once more, so runs queued by a later ``sweep submit`` or
-``sweep resubmit`` join the running pool instead of starting a second one.
+per slot: one slot per GPU that CUDA can use (a MIG instance counts as a GPU), each worker pinned to its GPU
+through ``CUDA_VISIBLE_DEVICES`` and given an equal share of this process' CPUs as ``OMP_NUM_THREADS`` -- or,
+without GPUs, one single-threaded worker per CPU (a second intra-op thread per worker only makes workers compete
+for cores). A worker whose GPU turns out unusable exits with one line and its run is marked failed; it never
+trains on the CPU instead (:mod:`lsbench.sweep.worker`). When its queue is empty it looks at the store once more,
+so runs queued by a later ``sweep submit`` or ``sweep resubmit`` join the running pool instead of starting a second
+one.
 
 One pool per sweep: the pool holds an exclusive ``flock`` on ``pool.lock`` for its whole life. The submitter
 takes the lock first and hands the open file to the child, so there is no window in which two submitters could
@@ -24,6 +27,7 @@ import ctypes
 import fcntl
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,36 +51,93 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True)
 class Slot:
-    """Where one worker runs: a GPU index, or None for a CPU slot."""
+    """Where one worker runs: a GPU (an index or a ``GPU-``/``MIG-`` UUID) with ``threads`` CPU threads, or a
+    single-threaded CPU slot (``gpu`` None)."""
 
     gpu: str | None
+    threads: int = 1
 
     def environment(self) -> dict[str, str]:
         env = dict(os.environ)
-        if self.gpu is None:
-            env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
-        else:
-            env["CUDA_VISIBLE_DEVICES"] = self.gpu
+        threads = "1" if self.gpu is None else str(self.threads)
+        env.update(CUDA_VISIBLE_DEVICES=self.gpu or "", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         return env
 
 
-def visible_gpus() -> list[str]:
-    """The GPUs a worker may be pinned to, without importing torch (which would cost the pool seconds).
+def available_cpus() -> int:
+    """The CPUs this process may run on: its affinity mask (cgroups and Slurm's binding narrow it), capped by
+    ``$SLURM_CPUS_PER_TASK`` when set; not ``os.cpu_count()``, which counts the whole node. (The same rule as
+    :func:`lsbench.problems.imagefolder.available_cpus`, repeated here because the pool does not import torch.)"""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not Linux
+        count = os.cpu_count() or 1
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        count = min(count, int(slurm))
+    return max(1, count)
 
-    ``CUDA_VISIBLE_DEVICES`` wins when set (an allocation or the user restricted the devices); otherwise the NVIDIA
-    driver lists one directory per GPU under ``/proc/driver/nvidia/gpus``.
+
+def visible_gpus() -> list[str]:
+    """The GPUs a worker may be pinned to: what CUDA can use here, not what the machine has.
+
+    ``CUDA_VISIBLE_DEVICES`` wins when set (an allocation or the user restricted the devices). Otherwise, where
+    ``nvidia-smi -L`` lists MIG instances, every instance by its ``MIG-`` UUID (the only way to pin a process to one)
+    and every GPU without MIG by its ``GPU-`` UUID; else the number of devices CUDA enumerates, asked from a
+    short-lived child process so that the pool itself never imports torch nor starts CUDA (a container or cgroup
+    shows fewer GPUs than ``/proc/driver/nvidia/gpus`` lists).
+    A machine without the NVIDIA driver has none, without asking.
     """
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return [device.strip() for device in visible.split(",") if device.strip() and device.strip() != "-1"]
-    driver = Path("/proc/driver/nvidia/gpus")
-    return [str(i) for i in range(len(list(driver.iterdir())))] if driver.is_dir() else []
+    if not _nvidia_driver_present():
+        return []
+    pinned = mig_slots(_run_quietly(["nvidia-smi", "-L"]))
+    if pinned:
+        return pinned
+    count = _run_quietly([sys.executable, "-c", "import torch; print(torch.cuda.device_count())"]).strip()
+    return [str(i) for i in range(int(count.splitlines()[-1]))] if count[-1:].isdigit() else []
+
+
+def _nvidia_driver_present() -> bool:
+    return Path("/proc/driver/nvidia").exists() or any(Path("/dev").glob("nvidia[0-9]*"))
+
+
+def mig_slots(listing: str) -> list[str]:
+    """From the output of ``nvidia-smi -L``: if it lists MIG instances (``  MIG 1g.18gb Device 0: (UUID: MIG-…)``
+    under their GPU), the UUID of every instance and of every GPU without MIG, in order; else an empty list."""
+    gpus: list[tuple[str, list[str]]] = []
+    for line in listing.splitlines():
+        match = re.search(r"\(UUID: ((GPU|MIG)-[^)\s]+)\)", line)
+        if match is None:
+            continue
+        if match.group(2) == "GPU":
+            gpus.append((match.group(1), []))
+        elif gpus:
+            gpus[-1][1].append(match.group(1))
+    if not any(instances for _, instances in gpus):
+        return []
+    return [uuid for gpu, instances in gpus for uuid in (instances or [gpu])]
+
+
+def _run_quietly(command: list[str]) -> str:
+    """A command's standard output, or "" if it cannot be run, fails or takes longer than two minutes."""
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return done.stdout if done.returncode == 0 else ""
 
 
 def default_slots(workers: int | None = None) -> list[Slot]:
-    """One slot per visible GPU; without GPUs one CPU slot per core. ``workers`` caps the number of slots."""
-    gpus = visible_gpus()
-    slots = [Slot(gpu) for gpu in gpus] if gpus else [Slot(None) for _ in range(os.cpu_count() or 1)]
+    """One slot per visible GPU, sharing this process' CPUs; without GPUs one CPU slot per CPU. ``workers`` caps
+    the number of slots (and the CPUs are shared among the slots that are kept)."""
+    gpus = visible_gpus()[:workers] if workers else visible_gpus()
+    if gpus:
+        threads = max(1, available_cpus() // len(gpus))
+        return [Slot(gpu, threads) for gpu in gpus]
+    slots = [Slot(None) for _ in range(available_cpus())]
     return slots[:workers] if workers else slots
 
 
