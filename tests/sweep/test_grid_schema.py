@@ -183,3 +183,19 @@ def test_yaml_that_is_no_document_is_the_readers_to_reject() -> None:
     for text in ("name: t\nproblems: [digits_mlp\n", "name: t\nname: u\n"):
         with pytest.raises(YamlProblem):
             read_yaml(text)
+
+
+def test_the_training_section_has_exactly_the_run_models_training_fields() -> None:
+    from lsbench.runs.spec import TRAINING_FIELDS
+
+    training = SCHEMA["$defs"]["TrainingSection"]["properties"]
+    assert set(training) == {f.name for f in TRAINING_FIELDS} >= {"batch_size", "weight_decay", "split", "precision"}
+    assert training["precision"]["anyOf"][0]["enum"] == ["fp32", "tf32", "bf16"]
+
+
+def test_exclusive_bounds_are_exclusive_in_the_schema() -> None:
+    sls = SCHEMA["$defs"]["SlsValue"]["properties"]["initial_step_size"]
+    assert sls.get("exclusiveMinimum") == 0 and "minimum" not in sls
+    assert not VALIDATOR.is_valid(
+        {"name": "x", "problems": ["digits_mlp"], "optimizers": {"sls": {"fixed": {"initial_step_size": 0}}}}
+    )

@@ -225,3 +225,15 @@ def test_to_dict_round_trip_and_checks() -> None:
     with pytest.raises(ValueError, match="seed"):
         RunSpec.from_dict({**data, "seed": "1"})
     assert run_id_of(run.identity()) == run.run_id
+
+
+def test_a_training_setting_of_the_run_model_is_a_grid_setting_and_its_default_keeps_the_ids() -> None:
+    default = expand(grid_of(BASE))
+    explicit = expand(grid_of(BASE.replace("optimizers:", "training: {precision: fp32}\noptimizers:")))
+    bf16 = expand(grid_of(BASE.replace("optimizers:", "training: {precision: {digits_mlp: bf16}}\noptimizers:")))
+    assert [r.run_id for r in explicit] == [r.run_id for r in default]
+    assert {(r.problem, r.precision) for r in bf16} == {("digits_mlp", "bf16"), ("synthetic_mlp", "fp32")}
+    changed = {r.run_id for r in bf16 if r.problem == "digits_mlp"}
+    assert changed and not changed & {r.run_id for r in default}
+    for run in bf16:
+        assert RunSpec.from_dict(run.to_dict()).run_id == run.run_id

@@ -171,3 +171,32 @@ def test_python_m_lsbench_sweep_is_the_same_cli(trained):
     )
     assert done.returncode == 0, done.stderr
     assert [entry["sweep"] for entry in json.loads(done.stdout)["sweeps"]] == ["tiny"]
+
+
+def test_schema_grid_validates_every_shipped_grid_and_rejects_an_unknown_key(sweep_cli, tmp_path):
+    from jsonschema import Draft202012Validator
+
+    from lsbench.sweep.yamlfile import read_yaml
+
+    outcome = sweep_cli(tmp_path, "schema", "grid")
+    assert outcome.returncode == 0, outcome.stderr
+    validator = Draft202012Validator(json.loads(outcome.stdout))
+    grids = sorted((REPO / "sweeps" / "grids").glob("*.yaml"))
+    assert grids
+    for path in grids:
+        document = read_yaml(path.read_text())
+        assert validator.is_valid(document), (path, next(validator.iter_errors(document)).message)
+    assert not validator.is_valid({"name": "x", "problems": ["digits_mlp"], "optimizers": {"sgd": {}}, "colour": 1})
+
+
+def test_schema_profile_validates_the_shipped_profiles(sweep_cli, tmp_path):
+    from jsonschema import Draft202012Validator
+
+    from lsbench.sweep.yamlfile import read_yaml
+
+    outcome = sweep_cli(tmp_path, "schema", "profile")
+    validator = Draft202012Validator(json.loads(outcome.stdout))
+    for path in sorted((REPO / "cluster").glob("*.yaml")):
+        assert validator.is_valid(read_yaml(path.read_text())), path
+    assert not validator.is_valid({"backend": "slurm", "partiton": "gpu"})
+    assert sweep_cli(tmp_path, "schema", "table").returncode == 2

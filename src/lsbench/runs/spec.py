@@ -45,8 +45,10 @@ __all__ = [
     "KINDS",
     "PRECISIONS",
     "SPLITS",
+    "TRAINING_FIELDS",
     "RunSpec",
     "canonical_json",
+    "implicit_default",
     "run_id_of",
 ]
 
@@ -79,10 +81,18 @@ def run_id_of(identity: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(identity).encode()).hexdigest()[:16]
 
 
-def _identity(max_length: int | None = None, *, implicit: bool = False, choices: tuple[str, ...] = ()) -> Any:
+def _identity(
+    max_length: int | None = None,
+    *,
+    implicit: bool = False,
+    choices: tuple[str, ...] = (),
+    setting: str | None = None,
+    help: str = "",
+) -> Any:
     """Field metadata: the store column's length for strings, whether the field is hashed only when not default,
-    and the valid values of a string field."""
-    return {"max_length": max_length, "implicit": implicit, "choices": choices}
+    the valid values of a string field, and the grid section that sets it (``budget`` or ``training``; None for the
+    fields a grid spells out by structure) with its help text."""
+    return {"max_length": max_length, "implicit": implicit, "choices": choices, "setting": setting, "help": help}
 
 
 @dataclass(frozen=True)
@@ -109,13 +119,21 @@ class RunSpec:
     optimizer: str = field(metadata=_identity(64))
     hparams: dict[str, Any] = field(metadata=_identity())
     seed: int = field(metadata=_identity())
-    steps: int = field(metadata=_identity())
-    eval_every: int = field(metadata=_identity())
-    batch_size: int = field(metadata=_identity())
-    weight_decay: float = field(metadata=_identity())
-    split: str = field(default=DEFAULT_SPLIT, metadata=_identity(32, implicit=True, choices=SPLITS))
+    steps: int = field(metadata=_identity(setting="budget", help="steps of every run"))
+    eval_every: int = field(metadata=_identity(setting="budget", help="evaluation interval in steps"))
+    batch_size: int = field(metadata=_identity(setting="training", help="samples per batch"))
+    weight_decay: float = field(metadata=_identity(setting="training", help="L2 coefficient of the trainer"))
+    split: str = field(
+        default=DEFAULT_SPLIT,
+        metadata=_identity(32, implicit=True, choices=SPLITS, setting="training", help="train/validation split rule"),
+    )
     kind: str = field(default=DEFAULT_KIND, metadata=_identity(16, implicit=True, choices=KINDS))
-    precision: str = field(default=DEFAULT_PRECISION, metadata=_identity(8, implicit=True, choices=PRECISIONS))
+    precision: str = field(
+        default=DEFAULT_PRECISION,
+        metadata=_identity(
+            8, implicit=True, choices=PRECISIONS, setting="training", help="numerics of the training passes"
+        ),
+    )
 
     def __hash__(self) -> int:
         return hash(self.run_id)
@@ -209,7 +227,18 @@ class RunSpec:
 _FIELDS = dataclasses.fields(RunSpec)
 _HASHED = tuple(f for f in _FIELDS if f.name != "run_id")
 IDENTITY_FIELDS: tuple[dataclasses.Field[Any], ...] = _FIELDS
-"""The declared fields of a run (with their metadata: string column length, implicit, choices), in column order."""
+"""The declared fields of a run (with their metadata: string column length, implicit, choices, grid section), in
+column order."""
+TRAINING_FIELDS: tuple[dataclasses.Field[Any], ...] = tuple(f for f in _FIELDS if f.metadata["setting"] == "training")
+"""The fields a grid's ``training:`` section sets (one value, or one per problem); a new one needs no grid code."""
+
+
+def implicit_default(name: str, value: Any) -> bool:
+    """Whether ``value`` of field ``name`` is left out of identities (an implicit field at its default)."""
+    f = next(f for f in _FIELDS if f.name == name)
+    return bool(f.metadata["implicit"]) and value == f.default
+
+
 _TYPES: dict[str, Any] = get_type_hints(RunSpec)
 _MAX_INT = 2**63 - 1
 

@@ -398,6 +398,24 @@ def list_sweeps(root: str | Path | None = None) -> list[SweepListing]:
 # -- shared steps ---------------------------------------------------------------------------------------------
 
 
+SCHEMA_KINDS = ("grid", "profile")
+
+
+def schema(kind: str) -> dict[str, Any]:
+    """The JSON Schema of a grid file or a cluster profile (draft 2020-12), for editors and CI linters: generated
+    from the same models that validate the files, so it lists exactly the keys (problems, optimizers,
+    hyperparameters with their ranges) this version accepts."""
+    if kind == "grid":
+        from lsbench.sweep.grid import grid_json_schema
+
+        return grid_json_schema()
+    if kind == "profile":
+        from lsbench.sweep.backends.profile import profile_json_schema
+
+        return profile_json_schema()
+    raise BadInput(f"no schema {kind!r} (valid: {', '.join(SCHEMA_KINDS)})")
+
+
 def resolve_grid(path: str | Path) -> Path:
     """``path`` as given if it exists, else under ``sweeps/`` (so ``grids/pal_cifar10.yaml`` works from the repo)."""
     given = Path(path)

@@ -6,6 +6,7 @@
     sweep resubmit NAME [--failed] [--missing] [--profile PROFILE] [--wait] [--json]
     sweep cancel NAME [--json]
     sweep list [--json]
+    sweep schema grid|profile
     sweep image check [DEFINITION] [--json]
     sweep image build [DEFINITION] [--output IMAGE] [--dry-run]
 
@@ -222,6 +223,11 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_schema(args: argparse.Namespace) -> int:
+    _print_json(api.schema(args.kind))
+    return EXIT_OK
+
+
 # -- parser ---------------------------------------------------------------------------------------------------
 
 
@@ -285,6 +291,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     listing = command("list", cmd_list, "the sweeps under the root directory")
     json_flag(listing)
+
+    text = "the JSON Schema of grid files or cluster profiles, for editors (e.g. yaml-language-server)"
+    schema = subparsers.add_parser("schema", help=text, description=text)
+    schema.add_argument("kind", choices=api.SCHEMA_KINDS)
+    schema.set_defaults(handler=cmd_schema)
 
     from lsbench.sweep.image import add_image_commands
 

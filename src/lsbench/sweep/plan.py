@@ -23,12 +23,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lsbench.runs.spec import DEFAULT_KIND, DEFAULT_SPLIT, RunSpec, canonical_json, run_id_of
+from lsbench.runs.spec import DEFAULT_KIND, RunSpec, canonical_json, implicit_default, run_id_of
 from lsbench.sweep import costs
 from lsbench.sweep.grid import Grid, GridError
 
 __all__ = [
-    "DEFAULT_SPLIT",
     "DryRunSummary",
     "RunSpec",
     "SummaryRow",
@@ -109,19 +108,9 @@ def _expand(grid: Grid) -> list[RunSpec]:
         for optimizer, og in grid.optimizers.items():
             # The section's budget/training overrides, else the grid's (Grid.settings).
             budget, training = grid.settings(optimizer, problem)
-            steps, eval_every, batch_size = budget.steps, budget.eval_every, training.batch_size
-            weight_decay, split = training.weight_decay, training.split
-            fixed: dict[str, Any] = {
-                "problem": problem,
-                "optimizer": optimizer,
-                "steps": steps,
-                "eval_every": eval_every,
-                "batch_size": batch_size,
-                "weight_decay": weight_decay,
-            }
-            if split != DEFAULT_SPLIT:
-                fixed["split"] = split
-            kind = DEFAULT_KIND
+            settings = {"steps": budget.steps, "eval_every": budget.eval_every, **training.values, "kind": DEFAULT_KIND}
+            hashed = {name: value for name, value in settings.items() if not implicit_default(name, value)}
+            fixed: dict[str, Any] = {"problem": problem, "optimizer": optimizer, **hashed}
             holes, (p0, p1, p2) = _template(fixed, ("hparams", "seed"))
             assert holes == ("hparams", "seed")
             keys = og.point_keys or tuple(canonical_json(p) for p in og.points)
@@ -142,12 +131,7 @@ def _expand(grid: Grid) -> list[RunSpec]:
                         optimizer=optimizer,
                         hparams=_copy(point) if nested else dict(point),
                         seed=seed,
-                        steps=steps,
-                        eval_every=eval_every,
-                        batch_size=batch_size,
-                        weight_decay=weight_decay,
-                        split=split,
-                        kind=kind,
+                        **settings,
                     )
                     append(spec)
     return runs

@@ -16,6 +16,7 @@ from typing import Any
 
 from lsbench.optim import OPTIMIZERS, OptimizerEntry
 from lsbench.problems import PROBLEMS
+from lsbench.runs.spec import TRAINING_FIELDS
 from lsbench.sweep.grid import points as expansion
 from lsbench.sweep.grid.build import build_problem
 from lsbench.sweep.grid.hashing import point_key, with_hash
@@ -259,9 +260,10 @@ def _training(
     for problem in problems:
         default = base[problem] if base is not None else _registry_training(problem)
         out[problem] = Training(
-            _for_problem(section.batch_size if section else None, problem, default.batch_size),
-            _for_problem(section.weight_decay if section else None, problem, default.weight_decay),
-            _for_problem(section.split if section else None, problem, default.split),
+            {
+                f.name: _for_problem(getattr(section, f.name) if section else None, problem, default.values[f.name])
+                for f in TRAINING_FIELDS
+            }
         )
     return out
 
@@ -286,5 +288,7 @@ def _registry_budget(problem: str) -> Budget:
 
 
 def _registry_training(problem: str) -> Training:
+    """The problem's own settings (batch size, weight decay), the run model's defaults for the rest."""
     defaults = PROBLEMS[problem].defaults
-    return Training(defaults.batch_size, float(defaults.weight_decay), "default")
+    values = {f.name: getattr(defaults, f.name, f.default) for f in TRAINING_FIELDS}
+    return Training({**values, "weight_decay": float(values["weight_decay"])})

@@ -16,6 +16,7 @@ have equal lengths, ``best_of`` combines only with ``fixed``, per-problem settin
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -26,7 +27,7 @@ from pydantic import ConfigDict, Field, create_model, model_validator
 
 from lsbench.optim import OPTIMIZERS, HParam, OptimizerEntry
 from lsbench.problems import PROBLEMS
-from lsbench.problems.datasets import SPLITS
+from lsbench.runs.spec import TRAINING_FIELDS
 from lsbench.sweep.grid.points import canonical
 from lsbench.sweep.grid.types import DEFAULT_SEEDS, MAX_BATCH_SIZE, MAX_GPUS_PER_RUN, MAX_SEED, MAX_STEPS, Resources
 from lsbench.sweep.layout import SWEEP_NAME_PATTERN
@@ -186,12 +187,10 @@ def _per_problem(leaf: Check) -> Check:
 
 PROBLEM = _member("problem", tuple(PROBLEMS))
 OPTIMIZER = _member("optimizer", tuple(OPTIMIZERS))
-SPLIT = _member("split", SPLITS)
 SEED = _integer(0, MAX_SEED, "a non-negative integer")
 STEPS = _per_problem(_integer(1, MAX_STEPS, "a positive integer"))
 BATCH_SIZE = _per_problem(_integer(1, MAX_BATCH_SIZE, "a positive integer"))
 WEIGHT_DECAY = _per_problem(Check(_weight_decay, {"type": "number", "minimum": 0}))
-SPLITS_PER_PROBLEM = _per_problem(SPLIT)
 NAME = Check(_name, {"type": "string", "pattern": _anchored(SWEEP_NAME_PATTERN)})
 SWEEP = Check(_sweep, {"type": "string", "pattern": _anchored(SWEEP_NAME_PATTERN)})
 TIME_LIMIT = Check(_time_limit, {"type": "string", "pattern": _anchored(TIME_LIMIT_PATTERN)})
@@ -249,9 +248,9 @@ def _hparam_json(hp: HParam) -> dict[str, Any]:
     kinds = {float: "number", int: "integer", bool: "boolean", str: "string", list: "array"}
     schema: dict[str, Any] = {"type": kinds.get(hp.type, "string")}
     if getattr(hp, "low", None) is not None:
-        schema["minimum"] = hp.low
+        schema["exclusiveMinimum" if hp.low_exclusive else "minimum"] = hp.low
     if getattr(hp, "high", None) is not None:
-        schema["maximum"] = hp.high
+        schema["exclusiveMaximum" if hp.high_exclusive else "maximum"] = hp.high
     if hp.choices is not None:
         schema["enum"] = list(hp.choices)
     return {"anyOf": [schema, {"type": "null"}]} if getattr(hp, "nullable", False) else schema
@@ -298,12 +297,22 @@ class BudgetSection(Section):
     eval_every: Annotated[Any, STEPS] = _unset("evaluation interval in steps: one value, or per problem")
 
 
-class TrainingSection(Section):
-    """Training settings; every value defaults to the problem registry's."""
+def _training_check(f: dataclasses.Field[Any]) -> Check:
+    """The check of one training setting, from the run model's declaration of the field."""
+    if f.metadata["choices"]:
+        return _per_problem(_member(f.name.replace("_", " "), f.metadata["choices"]))
+    return {"batch_size": BATCH_SIZE, "weight_decay": WEIGHT_DECAY}[f.name]
 
-    batch_size: Annotated[Any, BATCH_SIZE] = _unset("samples per batch: one value, or per problem")
-    weight_decay: Annotated[Any, WEIGHT_DECAY] = _unset("L2 coefficient of the trainer: one value, or per problem")
-    split: Annotated[Any, SPLITS_PER_PROBLEM] = _unset("train/validation split rule: one value, or per problem")
+
+TrainingSection: type[Section] = create_model(
+    "TrainingSection",
+    __base__=Section,
+    __doc__="Training settings (the run model's training fields); every value defaults to the problem registry's.",
+    **{
+        f.name: (Annotated[Any, _training_check(f)], _unset(f"{f.metadata['help']}: one value, or per problem"))
+        for f in TRAINING_FIELDS
+    },
+)
 
 
 class ResourcesSection(Section):
@@ -443,7 +452,7 @@ class GridFile(Section):
     seeds: Annotated[list[Annotated[int, SEED]], OneOrMany("a list of seeds", (int,), "seed")] = Field(
         list(DEFAULT_SEEDS), description="run seeds (one seed or a list)"
     )
-    training: TrainingSection | None = _unset("batch size, weight decay and split (default: the problem registry's)")
+    training: TrainingSection | None = _unset("batch size, weight decay, split, precision (default: the problem's)")
     optimizers: Optimizers = Field(description="optimizer registry name -> its section")
     resources: ResourcesSection | None = _unset("what one run asks the scheduler for")
     store: Annotated[str | None, STORE] = Field(None, description="SQLAlchemy URL; null: SQLite in the sweep folder")

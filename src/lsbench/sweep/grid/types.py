@@ -71,11 +71,18 @@ class Budget:
 
 @dataclass(frozen=True)
 class Training:
-    """Fixed training settings of every run on one problem."""
+    """Fixed training settings of every run on one problem: a value for each field of
+    :data:`lsbench.runs.spec.TRAINING_FIELDS` (batch size, weight decay, split, precision, ...), readable as
+    attributes (``training.batch_size``). A field added to the run model is a training setting without any edit
+    here."""
 
-    batch_size: int
-    weight_decay: float
-    split: str = "default"
+    values: Mapping[str, Any]
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
 
 
 @dataclass(frozen=True)
@@ -257,6 +264,4 @@ def _budget_dict(budget: Mapping[str, Budget]) -> dict[str, Any]:
 
 
 def _training_dict(training: Mapping[str, Training]) -> dict[str, Any]:
-    return {
-        p: {"batch_size": t.batch_size, "weight_decay": t.weight_decay, "split": t.split} for p, t in training.items()
-    }
+    return {p: dict(t.values) for p, t in training.items()}
