@@ -310,3 +310,16 @@ def test_without_accounting_status_still_reports_every_run(slurm_env, no_account
     assert notes and all("(squeue)" in note for note in notes.values())
     text = slurm_env.run("status", "noacct")
     assert "3 runs (completed 1, cancelled 2)" in text.stdout
+
+
+def test_a_run_slurm_reports_running_is_never_marked_failed_whatever_its_heartbeat_age(slurm_env, monkeypatch):
+    monkeypatch.setenv("LSBENCH_HEARTBEAT_SECONDS", "3600")  # the worker says nothing after its start
+    grid = slurm_env.grid("vouched", lrs=[0.1], seeds=[1], steps=40_000, eval_every=40_000)
+    assert slurm_env.run("submit", str(grid), "--profile", str(slurm_env.profile())).returncode == 0
+    slurm_env.wait("vouched", lambda status: status["counts"].get("running") == 1)
+    for _ in range(3):
+        time.sleep(1.0)
+        outcome = slurm_env.run("status", "vouched", "--json", "--stale-after", "0.5")
+        assert json.loads(outcome.stdout)["counts"] in ({"running": 1}, {"completed": 1})
+    final = slurm_env.wait("vouched", lambda status: status["counts"].get("completed") == 1)
+    assert final["counts"] == {"completed": 1}

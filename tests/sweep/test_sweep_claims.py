@@ -17,10 +17,12 @@ from lsbench.sweep.plan import RunSpec
 from lsbench.sweep.protocol import EXIT_BUSY, EXIT_OK, HEARTBEAT_ENV, LOCK_DIR_ENV
 
 
-def make_sweep(tmp_path: Path, url: str | None, *, spool: bool, steps: int = 3000) -> tuple[SweepDir, RunSpec]:
+def make_sweep(
+    tmp_path: Path, url: str | None, *, spool: bool, steps: int = 3000, eval_every: int | None = None
+) -> tuple[SweepDir, RunSpec]:
     sweep = SweepDir(tmp_path / "sw")
     sweep.path.mkdir()
-    spec = RunSpec.create("digits_mlp", "sgd", {"lr": 0.05}, seed=1, steps=steps, eval_every=steps // 2)
+    spec = RunSpec.create("digits_mlp", "sgd", {"lr": 0.05}, seed=1, steps=steps, eval_every=eval_every or steps // 2)
     url = url or sweep.default_store_url()
     sweep.write_meta({"name": "sw", "grid_hash": "h", "store": url, "backend": "local", "spool": spool})
     sweep.write_plan([spec])
@@ -101,6 +103,9 @@ def test_a_stale_claim_is_taken_over_and_its_holder_learns_it_lost(tmp_path) -> 
     assert claims.claim("r", "b/1", stale_after=0.1)  # a/1 went silent
     assert not claims.refresh("r", "a/1")  # so a/1 must stop
     assert claims.live(["r", "other"], stale_after=60) == {"r"}
+    claims.release("r", "b/1")  # b/1's attempt ended (a requeue after a time limit, say): the run is free at once
+    assert claims.live(["r"], stale_after=60) == set()
+    assert claims.claim("r", "c/1", stale_after=60)
 
 
 def test_the_store_claim_is_taken_over_only_when_its_holder_is_silent(tmp_path) -> None:
@@ -115,3 +120,24 @@ def test_the_store_claim_is_taken_over_only_when_its_holder_is_silent(tmp_path) 
         assert store.start_attempt(spec.run_id, "b/1", **fields, claim_stale_after=0.1)
         assert not store.heartbeat(spec.run_id, "a/1", 6)  # a/1 lost the run
         assert [a.attempt_id for a in store.attempts(spec.run_id)] == ["a/1", "b/1"]
+
+
+def test_a_healthy_run_that_evaluates_only_at_its_end_is_never_declared_lost(tmp_path) -> None:
+    """Heartbeats come on a timer (1 s here), so `status` with a staleness of 3 periods sees the run alive all along,
+    although its only evaluation point is its last step."""
+    from lsbench.sweep.status import sweep_status
+
+    sweep, spec = make_sweep(tmp_path, None, spool=False, steps=20_000, eval_every=20_000)
+    worker = start_worker(sweep, tmp_path / "node")
+    seen: set[str] = set()
+    with Store(sweep.default_store_url()) as store:
+        while worker.poll() is None:
+            for attempt in store.attempts(spec.run_id):  # as if on another node: only heartbeats say it lives
+                store._update_attempt(spec.run_id, attempt.attempt_id, host="node-elsewhere")
+            seen |= set(sweep_status(store, "sw", stale_after=3.0).counts)
+            time.sleep(0.5)
+        assert worker.returncode == EXIT_OK, worker.stdout.read() if worker.stdout else ""
+        final = sweep_status(store, "sw", stale_after=3.0)
+        (attempt,) = store.attempts(spec.run_id)
+    assert "running" in seen and "failed" not in seen
+    assert final.counts == {"completed": 1} and attempt.status == "completed"

@@ -129,9 +129,12 @@ class SpoolWriter:
 
     def end_attempt(self, run_id: str, attempt_id: str, status: str, exit_code: int) -> None:
         self._append(run_id, "end_attempt", attempt_id=attempt_id, status=status, exit_code=exit_code)
+        self.claims.release(run_id, attempt_id)
 
     def set_run_status(self, run_id: str, status: str, **fields: Any) -> None:
         self._append(run_id, "status", status=status, **fields)
+        if fields.get("end_attempt") is not None:
+            self.claims.release(run_id, fields["end_attempt"][0])
 
     def add_metrics(self, run_id: str, step: int, values: Mapping[str, float]) -> None:
         self._append(run_id, "metrics", step=step, values=dict(values))
@@ -236,9 +239,19 @@ class FileClaims:
         newest, holder = self._newest(run_id)
         if holder is None or holder["attempt_id"] != attempt_id:
             return newest == 0  # an attempt that never claimed holds nothing to lose
+        if not holder["heartbeat"]:
+            return True  # released by its own end: a late heartbeat must not revive it
         content = json.dumps({"attempt_id": attempt_id, "heartbeat": time.time()})
         atomic_write_text(self.directory / f"{run_id}.{newest}", content)
         return True
+
+    def release(self, run_id: str, attempt_id: str) -> None:
+        """End the holder's claim (its attempt ended): the run is free at once, not only after the claim goes stale."""
+        newest, holder = self._newest(run_id)
+        if holder is not None and holder["attempt_id"] == attempt_id:
+            atomic_write_text(
+                self.directory / f"{run_id}.{newest}", json.dumps({"attempt_id": attempt_id, "heartbeat": 0})
+            )
 
     def live(self, run_ids: Iterable[str], stale_after: float) -> set[str]:
         """The runs among ``run_ids`` whose newest claim is live (read on the login node)."""

@@ -28,10 +28,10 @@ from lsbench.files import atomic_write_text
 from lsbench.report import RunOutcome, SummaryRow
 from lsbench.runs import FINISHED, PENDING, RESUBMIT_FAILED, RESUBMIT_MISSING, RUN_STATES, RunState
 from lsbench.store import RunRow, Store
-from lsbench.store.spool import ingest
+from lsbench.store.spool import FileClaims, ingest
 from lsbench.sweep.backends import Backend, BackendInputError, SubmitOptions, get_backend
 from lsbench.sweep.layout import SWEEP_NAME_PATTERN, SweepDir, sweep_root
-from lsbench.sweep.protocol import run_is_locked
+from lsbench.sweep.protocol import claim_stale_seconds
 from lsbench.sweep.status import DEFAULT_STALE_SECONDS, SweepStatus, sweep_status
 
 if TYPE_CHECKING:
@@ -315,12 +315,13 @@ def status(name: str, *, root: str | Path | None = None, stale_after: float = DE
     """Per-state counts, progress per problem and optimizer, and failures with log tails.
 
     Brings run states up to date first (the backend's view; runs whose worker vanished, silent for ``stale_after``
-    seconds or dead on this host, are recorded as failed).
+    seconds or dead on this host, are recorded as failed, unless the scheduler lists them as pending or running).
     """
     sweep = open_sweep(root, name)
+    backend = backend_of(sweep)
     with open_store(sweep) as store:
-        backend_of(sweep).refresh(sweep, store)
-        return sweep_status(store, sweep.name, stale_after=stale_after)
+        backend.refresh(sweep, store)
+        return sweep_status(store, sweep.name, stale_after=stale_after, vouched=backend.vouched(sweep))
 
 
 def aggregate(name: str, *, root: str | Path | None = None) -> list[SummaryRow]:
@@ -372,11 +373,11 @@ def cancel(name: str, *, root: str | Path | None = None) -> CancelResult:
     sweep = open_sweep(root, name)
     with open_store(sweep) as store:
         stopped = backend_of(sweep).cancel(sweep, store)
+        held = _held_runs(store, sweep)
         candidates = [
             row.run_id
             for row in store.sweep_runs(sweep.name)
-            if row.status in CANCELLABLE
-            and not (row.status == RunState.RUNNING and run_is_locked(sweep.run_dir(row.run_id)))
+            if row.status in CANCELLABLE and not (row.status == RunState.RUNNING and row.run_id in held)
         ]
         # A run that reached another state since it was read (a result, say) keeps it.
         cancelled = store.set_status_many(candidates, RunState.CANCELLED.value, unless=set(RUN_STATES) - CANCELLABLE)
@@ -388,9 +389,9 @@ def list_sweeps(root: str | Path | None = None) -> list[SweepListing]:
     listings = []
     for path in sorted(path.parent for path in sweep_root(root).glob("*/sweep.json")):
         sweep = SweepDir(path)
-        with open_store(sweep) as store:
-            counts = sweep_status(store, sweep.name).counts
         backend = backend_of(sweep)
+        with open_store(sweep) as store:
+            counts = sweep_status(store, sweep.name, vouched=backend.vouched(sweep)).counts
         listings.append(SweepListing(sweep.name, backend.name, counts, backend.active(sweep)))
     return listings
 
@@ -480,14 +481,26 @@ def _plan(grid_path: str | Path, root: str | Path | None, *, dry_run: bool) -> P
         raise BadInput(str(error)) from None
 
 
+def _held_runs(store: Store, sweep: SweepDir) -> set[str]:
+    """The runs a live worker holds (its claim in the store, or in claim files for a spooled sweep) or the scheduler
+    still has pending or running: queueing them again would train them twice. Decided from the store and the
+    scheduler, so it is right on cluster file systems whose file locks are invisible from the login node."""
+    stale_after = claim_stale_seconds()
+    if sweep.read_meta().get("spool"):
+        claimed = FileClaims(sweep.path).live([row.run_id for row in store.sweep_runs(sweep.name)], stale_after)
+    else:
+        claimed = store.live_claims(sweep.name, stale_after)
+    return claimed | backend_of(sweep).vouched(sweep)
+
+
 def _queue(store: Store, sweep: SweepDir, rows: Sequence[RunRow]) -> list[RunRow]:
-    """Mark ``rows`` queued, skipping finished runs and runs a live worker is training; return those queued.
+    """Mark ``rows`` queued, skipping finished runs and runs a live worker or the scheduler holds; return those
+    queued.
 
     One transaction for all of them (a grid of a thousand runs is one round trip per chunk, not per run).
     """
-    candidates = [
-        row.run_id for row in rows if row.status not in FINISHED and not run_is_locked(sweep.run_dir(row.run_id))
-    ]
+    held = _held_runs(store, sweep) if rows else set()
+    candidates = [row.run_id for row in rows if row.status not in FINISHED and row.run_id not in held]
     queued = set(store.set_status_many(candidates, RunState.QUEUED.value, unless=FINISHED))
     return [row for row in rows if row.run_id in queued]
 

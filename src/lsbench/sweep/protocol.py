@@ -69,12 +69,3 @@ def lock_file(run_dir: Path, run_id: str) -> Path:
         return run_dir / WORKER_LOCK
     Path(directory).mkdir(parents=True, exist_ok=True)
     return Path(directory) / f"{run_id}.lock"
-
-
-def run_is_locked(run_dir: Path) -> bool:
-    """Whether a live worker on this machine holds the run's lock, i.e. is training it right now."""
-    lock = run_dir / WORKER_LOCK
-    if not lock.exists():
-        return False
-    with exclusive(lock) as acquired:
-        return not acquired

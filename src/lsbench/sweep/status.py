@@ -2,9 +2,12 @@
 
 Run states come from the store, which the workers keep current. One case the workers cannot report themselves is
 their own sudden death (SIGKILL, a lost node): a run left ``running`` whose last attempt was on this host and whose
-process is gone, or whose last attempt has sent no heartbeat (one per evaluation point) for ``stale_after`` seconds,
-is reported -- and recorded -- as ``failed``, its attempt with exit code -1 (lost), so the state never lies about
-work that stopped. Backends that know more (the scheduler's own view) correct states before this runs.
+process is gone, or whose last attempt has sent no heartbeat (workers send one every minute, on a timer) for
+``stale_after`` seconds, is reported -- and recorded -- as ``failed``, its attempt with exit code -1 (lost), so the
+state never lies about work that stopped. A run the scheduler vouches for (pending or running in Slurm) is never
+declared lost, whatever its silence: silence only counts where no scheduler can say. Backends that know more
+correct states before this runs. The default ``stale_after`` is the claim's staleness
+(:func:`lsbench.sweep.protocol.claim_stale_seconds`): a run is lost exactly when another worker may take it over.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import os
 import socket
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,13 +23,14 @@ from typing import TYPE_CHECKING, Any
 
 from lsbench.runs import FAILED, FINISHED, RUN_STATES
 from lsbench.store import RunRow, Store
+from lsbench.sweep.protocol import claim_stale_seconds
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
 LOG_TAIL_LINES = 12
 LOST_EXIT_CODE = -1  # the attempt of a worker that vanished without recording its end
-DEFAULT_STALE_SECONDS = 7200.0  # generous: a heartbeat comes only with each evaluation point
+DEFAULT_STALE_SECONDS = claim_stale_seconds()
 
 
 @dataclass
@@ -89,9 +94,13 @@ class SweepStatus:
         return plain_text(self.renderables(), width)
 
 
-def sweep_status(store: Store, sweep: str, stale_after: float = DEFAULT_STALE_SECONDS) -> SweepStatus:
+def sweep_status(
+    store: Store, sweep: str, stale_after: float = DEFAULT_STALE_SECONDS, vouched: Collection[str] = frozenset()
+) -> SweepStatus:
     """Read the sweep's runs, correct runs whose worker is gone, and summarize."""
-    runs = [_settle_lost_run(store, run, stale_after) for run in store.sweep_runs(sweep)]
+    runs = [
+        run if run.run_id in vouched else _settle_lost_run(store, run, stale_after) for run in store.sweep_runs(sweep)
+    ]
     counts = Counter(run.status for run in runs)
     notes = _scheduler_notes(store, sweep)
     progress: dict[str, dict[str, dict[str, int]]] = {}

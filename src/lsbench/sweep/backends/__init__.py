@@ -57,6 +57,9 @@ class Backend(Protocol):
     def refresh(self, sweep: SweepDir, store: Store) -> None:
         """Bring run states in the store up to date with what the backend knows (e.g. jobs that died)."""
 
+    def vouched(self, sweep: SweepDir) -> set[str]:
+        """The runs the scheduler reports as pending or running: never declared lost, whatever their heartbeats."""
+
     def cancel(self, sweep: SweepDir, store: Store) -> str:
         """Stop the sweep's workers; return one line saying what was stopped."""
 

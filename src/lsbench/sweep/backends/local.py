@@ -213,6 +213,10 @@ class LocalBackend:
     def refresh(self, sweep: SweepDir, store: Store) -> None:
         """Nothing to reconcile: the pool records workers that die without a word (see ``Pool._reap``)."""
 
+    def vouched(self, sweep: SweepDir) -> set[str]:
+        """None: the pool's workers run on this host, where status sees whether their processes are alive."""
+        return set()
+
     def cancel(self, sweep: SweepDir, store: Store) -> str:
         return "stopped the pool" if cancel_pool(sweep) else "no pool was running"
 

@@ -274,6 +274,11 @@ class Profile(Section):
         "apptainer", description="the container runtime's command"
     )
     python: Annotated[str, EXECUTABLE] = Field("python", description="the Python inside the image")
+    device: Annotated[str, _choice("auto", "cuda", "cpu")] = Field(
+        "auto",
+        description="what workers train on: auto (the GPU Slurm allocated, which must work), or cpu on clusters "
+        "whose GPUs are only scheduled, like the test cluster's fake ones",
+    )
     binds: Annotated[tuple[str, ...], BINDS] = Field(
         (), description="more directories bound into the container at the same path (suffix :ro or :rw)"
     )

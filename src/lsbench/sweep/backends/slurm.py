@@ -425,6 +425,7 @@ class SlurmBackend:
             sweep_dir=str(sweep_dir),
             binds=profile.binds,
             image_digest=_image_digest(str(profile.image)),
+            device=profile.device,
         )
         memory = _times(profile.memory_per_gpu, gpus) if profile.memory_per_gpu else wanted["memory"]
         cpus = profile.cpus_per_gpu * gpus
@@ -679,6 +680,22 @@ class SlurmBackend:
         if snapshot["elements"] is None:
             return True  # cannot tell: assume the work is still there
         return any(state in ACTIVE_STATES for state, *_ in snapshot["elements"].values())
+
+    def vouched(self, sweep: SweepDir) -> set[str]:
+        """The runs whose latest array element Slurm lists as pending or running; every submitted run while Slurm
+        does not answer (a silent scheduler is no evidence that a run died)."""
+        records = Records.read(sweep)
+        placements = records.placements()
+        if not placements:
+            return set()
+        elements = self._snapshot(sweep, records, self._poll_seconds(sweep))["elements"]
+        if elements is None:
+            return set(placements)
+        return {
+            run_id
+            for run_id, (array, task_id) in placements.items()
+            if elements.get(f"{array['job_id']}_{task_id}", ("",))[0] in ACTIVE_STATES
+        }
 
     def cancel(self, sweep: SweepDir, store: Store) -> str:
         records = Records.read(sweep)

@@ -77,13 +77,15 @@ def container_command(
     sweep_dir: str,
     binds: Sequence[str],
     image_digest: str,
+    device: str = "auto",
 ) -> list[str]:
     """The worker command inside the container, without ``--index`` and ``--job-id`` (the job entry adds them).
 
     Every bind maps a host directory to the same path inside, so paths recorded by the worker (logs,
     checkpoints) mean the same on both sides; the sweep directory comes last, so that a read-only bind of a
     parent directory cannot cover it. ``--nv`` makes the host's NVIDIA driver visible; the GPU a worker
-    uses is chosen by ``CUDA_VISIBLE_DEVICES``, which Slurm sets and the container inherits. ``PYTHONNOUSERSITE``
+    uses is chosen by ``CUDA_VISIBLE_DEVICES``, which Slurm sets and the container inherits (a ``device`` other than
+    ``auto`` is passed on to the worker). ``PYTHONNOUSERSITE``
     keeps packages under the bind-mounted ``$HOME/.local`` from shadowing the image's.
     """
     command = [runtime, "exec", "--nv"]
@@ -92,7 +94,7 @@ def container_command(
         command += ["--bind", f"{path}:{path}" + (f":{mode}" if mode else "")]
     command += ["--env", "PYTHONNOUSERSITE=1", "--env", f"LSBENCH_IMAGE_DIGEST={image_digest}"]
     command += [image, python, "-m", "lsbench", "worker", "--sweep-dir", sweep_dir, "--backend", "slurm"]
-    return command
+    return command if device == "auto" else [*command, "--device", device]
 
 
 @dataclass(frozen=True)
