@@ -28,7 +28,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 
-# The Slurm tests (tests/slurm) need the single-node test cluster: start it (installing its Debian packages if
+# The Slurm tests (marked slurm, under tests/sweep/backends/slurm) need the single-node test cluster: start it (installing its Debian packages if
 # missing; needs root), run the whole suite, and stop the cluster again whatever the tests did.
 test: lint
 	bash cluster/testing/start.sh
@@ -39,7 +39,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/plan_expansion.py
 	$(PY) benchmarks/aggregate_store.py
 
-# The test cluster on its own (e.g. to run `pytest tests/slurm` repeatedly); see cluster/testing/start.sh.
+# The test cluster on its own (e.g. to run `pytest -m slurm` repeatedly); see cluster/testing/start.sh.
 cluster-up:
 	bash cluster/testing/start.sh
 

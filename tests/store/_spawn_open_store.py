@@ -1,4 +1,4 @@
-"""Run in spawned processes by test_store_schema (through runpy, so no test module has to be importable).
+"""Run in spawned processes by tests/store/test_schema.py (through runpy, so no test module has to be importable).
 
 Globals given by the parent: URL, NAME, BARRIER (a multiprocessing barrier) and RESULTS (a multiprocessing queue).
 Opens the store right after the barrier and reports whether this process ran the migration.

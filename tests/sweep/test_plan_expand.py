@@ -6,15 +6,15 @@ import dataclasses
 import hashlib
 import json
 import textwrap
-from pathlib import Path
 
 import pytest
+from tests import paths
 
 from lsbench.sweep.grid import parse_grid
 from lsbench.sweep.plan import RunSpec, canonical_json, expand, run_id_of
 from lsbench.train import TrainConfig
 
-GRIDS = Path(__file__).resolve().parents[2] / "sweeps" / "grids"
+GRIDS = paths.GRIDS
 
 
 def grid_of(text: str):

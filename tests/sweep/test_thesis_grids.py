@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from tests import paths
 
 from lsbench.store import Store
 from lsbench.sweep.cli import main
@@ -16,7 +17,7 @@ from lsbench.sweep.layout import SweepDir
 from lsbench.sweep.plan import RunSpec, expand
 from lsbench.sweep.references import resolve_references
 
-GRIDS = Path(__file__).resolve().parents[2] / "sweeps" / "grids"
+GRIDS = paths.GRIDS
 
 # Appendix A.2.3: points per network.
 PAL_CHAPTER = {"sgd": 12, "adam": 10, "rmsprop": 8, "pal": 16, "sls": 16, "alig": 12, "sgd_hd": 12, "cocob": 8}

@@ -1,7 +1,7 @@
 """The text a Slurm submission consists of: the batch script, the container command line and the task table.
 
 Everything here is a pure function of its inputs (no clock, no environment), so the generated files can be
-compared with recorded ones under ``tests/golden/``.
+compared with recorded ones under ``tests/sweep/backends/slurm/golden/``.
 
 Quoting rules (every value that reaches a shell, a batch script or the container command line goes through one):
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from tests import paths
 
 from lsbench.store import Store
 from lsbench.sweep import api
@@ -14,7 +15,7 @@ from lsbench.sweep.cli import ProgressView
 from lsbench.sweep.layout import SweepDir
 from lsbench.sweep.protocol import WORKER_LOCK, exclusive
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = paths.REPO
 
 SIX_RUNS = """\
 name: batch

@@ -1,9 +1,8 @@
 """Cluster profiles: one list of valid keys, one-line errors, the shipped profiles are valid."""
 
-from pathlib import Path
-
 import pytest
 from jsonschema import Draft202012Validator
+from tests import paths
 
 from lsbench.sweep.backends.profile import (
     PROFILE_KEYS,
@@ -16,7 +15,7 @@ from lsbench.sweep.backends.profile import (
 from lsbench.sweep.cli import main
 from lsbench.sweep.yamlfile import read_yaml
 
-CLUSTER = Path(__file__).resolve().parents[2] / "cluster"
+CLUSTER = paths.CLUSTER
 
 
 @pytest.mark.parametrize("name", ["tcml", "local", "testing"])

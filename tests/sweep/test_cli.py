@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tests import paths
 
 from lsbench.report import aggregate
 from lsbench.store import Store
@@ -18,7 +19,7 @@ from lsbench.sweep.api import sweep_outcomes
 from lsbench.sweep.cli import main
 from lsbench.sweep.layout import SweepDir
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = paths.REPO
 
 TINY = """\
 name: {name}

@@ -2,15 +2,15 @@
 
 import json
 import os
-from pathlib import Path
 
 import pytest
+from tests import paths
 
 from lsbench.sweep.cli import main
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = paths.REPO
 DEFINITION = REPO / "containers" / "lsbench.def"
-STAND_IN_BIN = Path(__file__).resolve().parent / "bin"
+STAND_IN_BIN = paths.STAND_IN_BIN
 
 
 def sweep(capsys, *args):

@@ -6,11 +6,12 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from tests import paths
 
 from lsbench.sweep.grid import load_grid
 from lsbench.sweep.plan import expand
 
-GRIDS = Path(__file__).resolve().parents[2] / "sweeps" / "grids"
+GRIDS = paths.GRIDS
 
 
 def points_per_optimizer(name: str) -> dict[str, int]:

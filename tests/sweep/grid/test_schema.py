@@ -1,6 +1,6 @@
 """The grid's JSON Schema (``grid_json_schema``, what ``sweep schema grid`` prints for editors): a valid draft 2020-12
 schema generated from the registries, that accepts every shipped grid and rejects every malformed-grid case of
-test_grid_validation.py that is about structure, names or single values. Rules between keys and the trial build
+grid/test_load.py that is about structure, names or single values. Rules between keys and the trial build
 are the loader's alone; those cases are listed below with the reason, and the schema must accept them (so the
 list stays true)."""
 
@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
-from tests.sweep.test_grid_validation import (
+from tests import paths
+from tests.sweep.grid.test_load import (
     BAD_NAMES,
     BAD_OPTIMIZERS,
     BAD_PROBLEMS,
@@ -26,7 +27,7 @@ from lsbench.problems import PROBLEMS
 from lsbench.sweep.grid import grid_json_schema, parse_grid
 from lsbench.sweep.yamlfile import YamlProblem, read_yaml
 
-GRIDS = Path(__file__).resolve().parents[2] / "sweeps" / "grids"
+GRIDS = paths.GRIDS
 SCHEMA = grid_json_schema()
 VALIDATOR = Draft202012Validator(SCHEMA)
 

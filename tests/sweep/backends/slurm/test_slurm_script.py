@@ -1,8 +1,8 @@
 """What a Slurm submission consists of -- batch scripts, container command lines, task tables -- without a cluster.
 
-Generated files are compared with tests/golden/. After an intended change, regenerate them on purpose with
+Generated files are compared with golden/ here. After an intended change, regenerate them on purpose with
 
-    LSBENCH_REGENERATE_GOLDEN=1 pytest tests/slurm/test_slurm_scripts.py
+    LSBENCH_REGENERATE_GOLDEN=1 pytest tests/sweep/backends/slurm/test_slurm_script.py
 
 and review the diff; without the variable a difference is a failure, never silently rewritten.
 """
@@ -17,6 +17,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from tests import paths
 
 from lsbench.sweep.backends import SubmitOptions
 from lsbench.sweep.backends.slurm import (
@@ -37,13 +38,13 @@ from lsbench.sweep.backends.slurm_script import (
 from lsbench.sweep.grid import Resources
 from lsbench.sweep.layout import SweepDir
 
-GOLDEN = Path(__file__).resolve().parents[1] / "golden"
+GOLDEN = paths.GOLDEN
 REGENERATE = os.environ.get("LSBENCH_REGENERATE_GOLDEN") == "1"
 NASTY = "we ird 'q' \"dq\" ; $(touch PWNED) `touch PWNED2` & |"
 
 
 def check_golden(files: dict[str, str]) -> None:
-    """Compare generated ``files`` (name -> text) with tests/golden/, or rewrite them when asked to."""
+    """Compare generated ``files`` (name -> text) with the golden files, or rewrite them when asked to."""
     if REGENERATE:
         for name, text in files.items():
             (GOLDEN / name).write_text(text)

@@ -1,8 +1,8 @@
 """Sweeps on the real single-node Slurm test cluster (4 fake GPUs), through the `sweep` CLI.
 
-Each worker runs through the stand-in `apptainer` (tests/slurm/bin), which checks `exec --nv`, the binds and the
-image and records what it saw (CUDA_VISIBLE_DEVICES, the job id, the data directory) before running the worker on
-the host. Runs are tiny digits runs so that the waiting is mostly Slurm's.
+Each worker runs through the stand-in `apptainer` (bin/ here), which checks `exec --nv`, the binds and the image
+and records what it saw (CUDA_VISIBLE_DEVICES, the job id, the data directory) before running the worker on the
+host. Runs are tiny digits runs so that the waiting is mostly Slurm's.
 """
 
 from __future__ import annotations

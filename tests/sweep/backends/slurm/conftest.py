@@ -3,8 +3,8 @@
 Tests marked ``slurm`` run against the real single-node test cluster of ``cluster/testing/``: the session fixture
 starts it with ``cluster/testing/start.sh`` unless it is already up (``make test`` starts it before pytest and
 stops it afterwards; a cluster the fixture started itself is stopped at the end of the session). Workers run
-through the stand-in ``apptainer`` of ``tests/slurm/bin``, which checks its arguments and runs the worker on the
-host. The other tests here (scripts, golden files, profiles, state parsing, the image linter) need no cluster.
+through the stand-in ``apptainer`` of ``bin/`` here, which checks its arguments and runs the worker on the host.
+The other tests here (scripts, golden files, state parsing) need no cluster.
 """
 
 from __future__ import annotations
@@ -22,15 +22,16 @@ from typing import Any
 
 import pytest
 import yaml
+from tests import paths
 
 from lsbench.store import Store
 from lsbench.sweep.cli import main as sweep_main
 from lsbench.sweep.layout import SweepDir
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = paths.REPO
 START = REPO / "cluster" / "testing" / "start.sh"
 STOP = REPO / "cluster" / "testing" / "stop.sh"
-STAND_IN_BIN = Path(__file__).resolve().parent / "bin"
+STAND_IN_BIN = paths.STAND_IN_BIN
 TEST_PROFILE = REPO / "cluster" / "testing.yaml"
 REQUIRE_SLURM_ENV = "LSBENCH_REQUIRE_SLURM"  # set by `make test`: a missing cluster fails instead of skipping
 

@@ -5,8 +5,8 @@ import math
 
 import pytest
 import torch
-from tests.problems.test_problem_data import write_cifar
-from tests.problems.test_problem_data_thesis import write_image_folder, write_mnist, write_svhn, write_tolstoi
+from tests.problems.test_datasets import write_cifar
+from tests.problems.test_datasets_thesis import write_image_folder, write_mnist, write_svhn, write_tolstoi
 
 from lsbench.problems import PROBLEMS, ProblemDefaults, ProblemSpec, build_problem, get_problem
 from lsbench.problems.evaluation import SequenceCrossEntropy
