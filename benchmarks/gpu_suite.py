@@ -187,8 +187,9 @@ def model_pass_times(model, loss_fn, pool, precision, device, count: int) -> tup
 
 
 def near_probe_curvatures(model, loss_fn, pool, device, batches: int) -> dict[str, tuple[float, float]]:
-    """Per precision (and float64): the published curvature from probes fitted in float64, and from LABPAL's
-    float32 arithmetic (float64's second entry repeats its first)."""
+    """Per precision (and float64): the published curvature from the probe losses fitted in float64 (what LABPAL
+    does) and fitted in float32 (what it did before, which the second column shows is not enough; float64's second
+    entry repeats its first)."""
     batches_used = pool[:batches]
     reference = copy.deepcopy(model).double()
     factory = ClosureFactory(reference, loss_fn, WEIGHT_DECAY)
@@ -356,7 +357,7 @@ def main() -> None:
         f"LABPAL near-probe curvature a (published estimator; probes at 0, {NEAR:g}, {FAR:g} along the float64 mean "
         f"gradient of {settings.curvature_batches} batch(es)), relative error against float64:"
     )
-    columns = ("a, probes fit in float64", "rel. error", "a, LABPAL float32 fit", "rel. error")
+    columns = ("a, fit in float64 (LABPAL)", "rel. error", "a, fit in float32", "rel. error")
     print(f"{'precision':<16}{columns[0]:>26}{columns[1]:>12}{columns[2]:>24}{columns[3]:>12}")
     for key in ("float64", *PRECISIONS):
         fit64, fit32 = curvatures[key]
