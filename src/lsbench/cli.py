@@ -18,6 +18,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     from lsbench.demo import add_demo_parser
     from lsbench.info import add_info_parser
+    from lsbench.problems.cli import add_data_parser
     from lsbench.sweep.cli import add_commands
     from lsbench.sweep.worker import add_worker_parser
     from lsbench.train.cli import add_train_parser
@@ -25,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parser(subparsers)
     add_demo_parser(subparsers)
     add_info_parser(subparsers)
+    add_data_parser(subparsers)
     add_worker_parser(subparsers)
     sweep = subparsers.add_parser("sweep", help="plan, submit, watch and aggregate sweeps (same as `sweep ...`)")
     add_commands(sweep.add_subparsers(dest="sweep_command", metavar="COMMAND"))

@@ -6,18 +6,42 @@
     >>> loss, accuracy = evaluate(problem.model, problem.loss_fn, problem.validation)
 
 Problems are named ``<dataset>_<model>``; :data:`PROBLEMS` lists them.
+
+The names below are imported on first use, so that the login-node commands can read
+:mod:`lsbench.problems.sources` (what data each dataset needs) without importing torch.
 """
 
-from lsbench.problems.evaluation import SequenceCrossEntropy, evaluate
-from lsbench.problems.registry import (
-    PROBLEMS,
-    Problem,
-    ProblemDefaults,
-    ProblemSpec,
-    build_problem,
-    get_problem,
-)
-from lsbench.problems.sampling import BatchSampler, DataSplit, StreamedSplit, StreamingSampler
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from lsbench.problems.evaluation import SequenceCrossEntropy, evaluate
+    from lsbench.problems.registry import (
+        PROBLEMS,
+        Problem,
+        ProblemDefaults,
+        ProblemSpec,
+        build_problem,
+        get_problem,
+    )
+    from lsbench.problems.sampling import BatchSampler, DataSplit, StreamedSplit, StreamingSampler
+
+_EXPORTS = {
+    "PROBLEMS": "registry",
+    "BatchSampler": "sampling",
+    "DataSplit": "sampling",
+    "Problem": "registry",
+    "ProblemDefaults": "registry",
+    "ProblemSpec": "registry",
+    "SequenceCrossEntropy": "evaluation",
+    "StreamedSplit": "sampling",
+    "StreamingSampler": "sampling",
+    "build_problem": "registry",
+    "evaluate": "evaluation",
+    "get_problem": "registry",
+}
 
 __all__ = [
     "PROBLEMS",
@@ -33,3 +57,16 @@ __all__ = [
     "evaluate",
     "get_problem",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

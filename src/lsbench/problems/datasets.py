@@ -49,6 +49,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lsbench.problems import sources
 from lsbench.problems.transforms import Augmentation
 from lsbench.runs.spec import SPLITS
 
@@ -74,7 +75,8 @@ __all__ = [
     "svhn_split",
 ]
 
-# SPLITS (lsbench.runs.spec) are the split rules a run may name; not every dataset offers every rule.
+# SPLITS (lsbench.runs.spec) are the split rules a run may name; not every dataset offers every rule: which ones
+# each offers is declared once, in lsbench.problems.sources.SOURCES (the login node checks grids against it).
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
@@ -154,7 +156,7 @@ class StreamedDataset(Protocol):
 
 def default_data_dir() -> Path:
     """Where datasets live unless ``data_dir`` is given: ``$LSBENCH_DATA``, else ``~/.lsbench/data``."""
-    return Path(os.environ.get("LSBENCH_DATA", "~/.lsbench/data")).expanduser()
+    return sources.default_data_dir()
 
 
 def partition(num_samples: int, sizes: Sequence[int], *, seed: int | None) -> list[Tensor]:
@@ -174,7 +176,9 @@ def partition(num_samples: int, sizes: Sequence[int], *, seed: int | None) -> li
     return list(order[: sum(sizes)].split(list(sizes)))
 
 
-def _check_split(dataset: str, split: str, offered: Sequence[str]) -> None:
+def _check_split(dataset: str, split: str, offered: Sequence[str] | None = None) -> None:
+    """Refuse a split rule ``dataset`` does not offer (default: the rules :data:`sources.SOURCES` declares)."""
+    offered = sources.offered_splits(dataset) if offered is None else offered
     if split not in offered:
         raise ValueError(f"dataset {dataset!r} has no split {split!r}; available: {', '.join(offered)}")
 
@@ -221,7 +225,6 @@ class _CifarFormat:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     labpal_pad: int
-    torchvision_class: str
 
 
 _CIFAR = {
@@ -235,7 +238,6 @@ _CIFAR = {
         mean=CIFAR10_MEAN,
         std=CIFAR10_STD,
         labpal_pad=4,
-        torchvision_class="CIFAR10",
     ),
     "cifar100": _CifarFormat(
         title="CIFAR-100",
@@ -247,7 +249,6 @@ _CIFAR = {
         mean=CIFAR100_MEAN,
         std=CIFAR100_STD,
         labpal_pad=8,
-        torchvision_class="CIFAR100",
     ),
 }
 
@@ -290,7 +291,7 @@ def read_cifar(name: str, root: str | os.PathLike[str], *, download: bool = Fals
                 f"{fmt.title} not found: no folder {folder}; pass download=True to fetch it, "
                 f"or set data_dir (or $LSBENCH_DATA) to the directory that contains {fmt.folder}/"
             )
-        _download_cifar(fmt, folder.parent)
+        _fetch(name, folder.parent)
 
     def read(files: tuple[str, ...]) -> tuple[Tensor, Tensor]:
         parts = [_read_cifar_file(folder / file, fmt.label_key) for file in files]
@@ -301,12 +302,11 @@ def read_cifar(name: str, root: str | os.PathLike[str], *, download: bool = Fals
     return (*read(fmt.train_files), *read(fmt.test_files))
 
 
-def _download_cifar(fmt: _CifarFormat, root: Path) -> None:
-    # Imported here: torchvision is only needed for this one-time download and is slow to import.
-    import torchvision.datasets
-
-    root.mkdir(parents=True, exist_ok=True)
-    getattr(torchvision.datasets, fmt.torchvision_class)(root=str(root), train=True, download=True)
+def _fetch(dataset: str, root: Path) -> None:
+    """Download ``dataset`` into ``root`` with its torchvision downloader (:data:`sources.SOURCES`)."""
+    fetch = sources.SOURCES[dataset].fetch
+    assert fetch is not None, dataset
+    fetch(root)
 
 
 def cifar_split(num_train_images: int, split: str) -> tuple[Tensor, Tensor]:
@@ -324,7 +324,7 @@ def cifar_split(num_train_images: int, split: str) -> tuple[Tensor, Tensor]:
 
 def _load_cifar(name: str, root: Path, split: str, download: bool) -> RawDataset:
     fmt = _CIFAR[name]
-    _check_split(name, split, tuple(_CIFAR_SPLITS))
+    _check_split(name, split)
     train_images, train_labels, test_images, test_labels = read_cifar(name, root, download=download)
     train, validation = cifar_split(train_labels.shape[0], split)
     return RawDataset.carved(
@@ -352,7 +352,7 @@ def cifar10small_indices(num_train_images: int) -> Tensor:
 
 
 def _load_cifar10small(root: Path, split: str, download: bool) -> RawDataset:
-    _check_split("cifar10small", split, ("default",))
+    _check_split("cifar10small", split)
     full = _load_cifar("cifar10", root, split, download)
     keep = cifar10small_indices(full.train_targets.shape[0] + full.validation_targets.shape[0])
     return RawDataset(
@@ -399,10 +399,7 @@ def read_svhn(root: str | os.PathLike[str], *, download: bool = False) -> tuple[
         if not download:
             missing = next(path for path in files.values() if not path.is_file())
             raise missing_data_error("SVHN", missing, f"{SVHN_FOLDER}/train_32x32.mat", downloadable=True)
-        import torchvision.datasets  # only for the one-time download; slow to import
-
-        for part in files:
-            torchvision.datasets.SVHN(root=str(folder), split=part, download=True)
+        _fetch("svhn", folder.parent)
 
     from scipy.io import loadmat  # imported here: only this reader needs it
 
@@ -440,7 +437,7 @@ def svhn_split(num_train_images: int, split: str) -> tuple[Tensor, Tensor]:
 
 
 def _load_svhn(root: Path, split: str, download: bool) -> RawDataset:
-    _check_split("svhn", split, tuple(_SVHN_SPLITS))
+    _check_split("svhn", split)
     train_images, train_labels, test_images, test_labels = read_svhn(root, download=download)
     train, validation = svhn_split(train_labels.shape[0], split)
     mean, std = channel_stats(train_images[train])
@@ -513,10 +510,7 @@ def read_mnist(root: str | os.PathLike[str], *, download: bool = False) -> tuple
         if not download:
             missing = names[[path is None for path in paths].index(True)]
             raise missing_data_error("MNIST", root / MNIST_FOLDERS[0] / missing, "mnist/", downloadable=True)
-        import torchvision.datasets  # only for the one-time download; slow to import
-
-        for train in (True, False):
-            torchvision.datasets.MNIST(root=str(root), train=train, download=True)
+        _fetch("mnist", root)
         paths = [_find_mnist_file(root, name) for name in names]
     arrays = [read_idx(path) for path in paths if path is not None]
     result = []
@@ -538,7 +532,7 @@ def mnist_split(num_train_images: int) -> tuple[Tensor, Tensor]:
 
 
 def _load_mnist(root: Path, split: str, download: bool) -> RawDataset:
-    _check_split("mnist", split, ("default",))
+    _check_split("mnist", split)
     train_images, train_labels, test_images, test_labels = read_mnist(root, download=download)
     train, validation = mnist_split(train_labels.shape[0])
     return RawDataset.carved(
@@ -561,7 +555,7 @@ def _load_digits(root: Path, split: str, download: bool) -> RawDataset:
     """scikit-learn's 8×8 digits (shipped with the package, so no download): a real dataset small enough to
     train on a laptop CPU in seconds. Fixed permutation (seed 0) into 1,197/300/300; pixels scaled to [0, 1]
     and normalized by the training split's mean and standard deviation."""
-    _check_split("digits", split, ("default",))
+    _check_split("digits", split)
     # Imported here: scikit-learn is only needed for this dataset and is slow to import.
     from sklearn.datasets import load_digits
 
@@ -648,7 +642,7 @@ def make_cifar_shaped(
 
 def _generated(name: str, make: Callable[[], RawDataset]) -> Callable[[Path, str, bool], RawDataset]:
     def load(root: Path, split: str, download: bool) -> RawDataset:
-        _check_split(name, split, ("default",))
+        _check_split(name, split)
         return make()
 
     return load

@@ -99,7 +99,7 @@ def make_sequences(ids: Tensor, length: int = SEQUENCE_LENGTH) -> tuple[Tensor, 
 
 def load_tolstoi(root: Path, split: str, download: bool) -> RawDataset:
     """The Tolstoi dataset as sequences: see the module docstring. ``download`` is not supported."""
-    _check_split("tolstoi", split, ("default",))
+    _check_split("tolstoi", split)
     train_part, test_part, vocabulary_size, _ = read_tolstoi(root)
     train, validation = tolstoi_parts(train_part)
     train_inputs, train_targets = make_sequences(train)
