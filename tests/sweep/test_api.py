@@ -13,7 +13,6 @@ from lsbench.store import Store
 from lsbench.sweep import api
 from lsbench.sweep.cli import ProgressView
 from lsbench.sweep.layout import SweepDir
-from lsbench.sweep.protocol import WORKER_LOCK, exclusive
 
 REPO = paths.REPO
 
@@ -40,6 +39,9 @@ class IdleBackend:
 
     def refresh(self, sweep, store):
         pass
+
+    def vouched(self, sweep):
+        return set()
 
     def cancel(self, sweep, store):
         return "stopped nothing"
@@ -79,11 +81,11 @@ def test_queue_cancel_and_resubmit_write_all_their_runs_in_one_batch(tmp_path, b
     assert batches[-1] == ("cancelled", 6)
 
     sweep = SweepDir(root / "batch")
-    held = sweep.run_dir(submitted.queued[0])
-    held.mkdir(parents=True)
-    with exclusive(held / WORKER_LOCK) as acquired:  # a live worker holds this run: it is not queued again
-        assert acquired
-        again = api.resubmit("batch", failed=True, root=root)
+    with Store(sweep.store_url()) as store:  # a live worker elsewhere holds this run: it is not queued again
+        attempt = {"backend": "slurm", "job_id": "7_0", "host": "node-elsewhere", "pid": 1, "log_path": "-"}
+        held = store.start_attempt(submitted.queued[0], "7_0/a", **attempt, gpu=None, versions={}, claim_stale_after=60)
+        assert held
+    again = api.resubmit("batch", failed=True, root=root)
     assert len(again.queued) == 5 and submitted.queued[0] not in again.queued
     assert batches[-1] == ("queued", 5) and len(batches) == 3
     with Store(sweep.store_url()) as store:
