@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml Makefile
 
 # The main job on the embedded default: the demo grid on the local pool with a SQLite store, then its summary.
 demo: $(STAMP)
-	$(PY) -m lsbench sweep submit sweeps/grids/demo_digits.yaml --wait
+	$(PY) -m lsbench sweep submit grids/demo_digits.yaml --wait
 	$(PY) -m lsbench sweep aggregate demo_digits
 
 lint: $(STAMP)

@@ -79,8 +79,9 @@ def test_submit_json_without_dry_run_or_wait(trained, sweep_cli):
 def test_submit_dry_run_json(trained, sweep_cli):
     root, grid, _ = trained
     plan = run_json(sweep_cli, root, "submit", str(grid), "--dry-run")
-    assert set(plan) == {"sweep", "problems", "total"}
+    assert set(plan) == {"sweep", "problems", "total", "warnings", "profile"}
     assert plan["total"]["runs"] == 2 and set(plan["problems"]["digits_mlp"]) == {"sgd", "pal"}
+    assert plan["warnings"] == [] and plan["profile"] is None
 
 
 def test_status_json(trained, sweep_cli):
@@ -182,7 +183,7 @@ def test_schema_grid_validates_every_shipped_grid_and_rejects_an_unknown_key(swe
     outcome = sweep_cli(tmp_path, "schema", "grid")
     assert outcome.returncode == 0, outcome.stderr
     validator = Draft202012Validator(json.loads(outcome.stdout))
-    grids = sorted((REPO / "sweeps" / "grids").glob("*.yaml"))
+    grids = sorted(paths.GRIDS.glob("*.yaml"))
     assert grids
     for path in grids:
         document = read_yaml(path.read_text())
@@ -197,7 +198,29 @@ def test_schema_profile_validates_the_shipped_profiles(sweep_cli, tmp_path):
 
     outcome = sweep_cli(tmp_path, "schema", "profile")
     validator = Draft202012Validator(json.loads(outcome.stdout))
-    for path in sorted((REPO / "cluster").glob("*.yaml")):
+    for path in sorted(paths.PROFILES.glob("*.yaml")):
         assert validator.is_valid(read_yaml(path.read_text())), path
     assert not validator.is_valid({"backend": "slurm", "partiton": "gpu"})
     assert sweep_cli(tmp_path, "schema", "table").returncode == 2
+
+
+def test_profiles_lists_the_shipped_ones_and_a_projects_own(sweep_cli, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # outside the checkout: only the shipped profiles
+    listed = run_json(sweep_cli, tmp_path, "profiles")["profiles"]
+    assert [(p["name"], p["shipped"], p["backend"]) for p in listed] == [
+        ("local", True, "local"),
+        ("tcml", True, "slurm"),
+        ("testing", True, "slurm"),
+    ]
+    assert next(p for p in listed if p["name"] == "tcml")["gpu"] == "4 x NVIDIA GeForce GTX 1080 (8 GB)"
+
+    # ./cluster/<name>.yaml comes first for --profile NAME; a broken one is listed with its problem.
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "tcml.yaml").write_text("backend: local\ndescription: my laptop\n")
+    (tmp_path / "cluster" / "bad.yaml").write_text("backend: slurm\npartiton: gpu\n")
+    listed = {(p["name"], p["shipped"]): p for p in run_json(sweep_cli, tmp_path, "profiles")["profiles"]}
+    assert listed["tcml", False]["chosen"] and not listed["tcml", True]["chosen"]
+    assert listed["bad", False]["backend"] is None and "partiton: unknown key" in listed["bad", False]["problem"]
+    text = sweep_cli(tmp_path, "profiles")
+    assert text.returncode == 0 and "(not used: cluster/tcml.yaml comes first)" in text.stdout
+    assert "bad      cluster/  broken: cluster/bad.yaml: partiton: unknown key" in text.stdout

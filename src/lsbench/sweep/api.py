@@ -2,21 +2,26 @@
 
     from lsbench.sweep import api
 
-    submitted = api.submit("sweeps/grids/demo_digits.yaml")      # plans, records, starts the local pool
+    submitted = api.submit("grids/demo_digits.yaml")             # plans, records, starts the local pool
     api.wait(submitted.sweep, submitted.queued)                  # blocks until those runs have ended
     rows = api.aggregate("demo_digits")                          # Table A.1 rows (lsbench.report.SummaryRow)
 
 The CLI (:mod:`lsbench.sweep.cli`) parses arguments, calls these functions and formats what they return; it adds
 nothing else. Every function takes ``root``, the directory holding all sweeps (``None``: ``$LSBENCH_ROOT``, else
 ``./runs``). A request that cannot work as given -- a malformed grid, an unknown sweep, a profile that contradicts
-the backend -- raises :class:`BadInput` (one line, naming what to fix) before anything is written; any other
-exception is a failure of the machinery.
+the backend, a problem whose data is not where the workers will read it -- raises :class:`BadInput` (one line, naming
+what to fix) before anything is written or queued; any other exception is a failure of the machinery.
+
+A grid path is looked up as given (the working directory), then under ``sweeps/``, then among the grids that ship
+with the package, so ``grids/pal_cifar10.yaml`` works in a checkout and after ``pip install`` alike. A profile is a
+file given by path or the name of a shipped one (:func:`lsbench.sweep.backends.profile.find_profile`).
 
 This module prints nothing and never exits the process.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -36,6 +41,7 @@ from lsbench.sweep.status import DEFAULT_STALE_SECONDS, SweepStatus, sweep_statu
 
 if TYPE_CHECKING:
     from lsbench.runs import RunSpec
+    from lsbench.sweep.backends.profile import Profile
     from lsbench.sweep.grid import Grid
     from lsbench.sweep.plan import DryRunSummary
 
@@ -43,6 +49,7 @@ __all__ = [
     "BadInput",
     "CancelResult",
     "Plan",
+    "ProfileListing",
     "Progress",
     "ResubmitResult",
     "SubmitResult",
@@ -52,6 +59,7 @@ __all__ = [
     "cancel",
     "list_sweeps",
     "plan",
+    "profiles",
     "resubmit",
     "status",
     "submit",
@@ -60,6 +68,7 @@ __all__ = [
 ]
 
 GRID_SEARCH_DIR = Path("sweeps")
+SHIPPED_GRIDS_BASE = Path(__file__).resolve().parent  # ``grids/<name>.yaml`` under it: the grids in the package
 WAIT_POLL_SECONDS = 1.0
 WAIT_GRACE_POLLS = 3  # polls with unfinished runs but no worker before `wait` gives up (a worker may be just ending)
 # `cancel` stops runs in these states (a `running` one only when no live worker here holds its lock).
@@ -75,17 +84,48 @@ class BadInput(Exception):
 
 @dataclass(frozen=True)
 class Plan:
-    """A grid expanded into runs, before anything is recorded."""
+    """A grid expanded into runs, before anything is recorded; from :func:`plan`, also the cluster profile it was
+    planned for and what a real submission would refuse (``checks``: data not there yet, a missing image)."""
 
     grid: Grid
     runs: tuple[RunSpec, ...]
+    profile: Profile | None = None
+    checks: tuple[str, ...] = ()
 
     @functools.cached_property
     def summary(self) -> DryRunSummary:
-        """Run counts and GPU-hours per problem and optimizer (what ``sweep submit --dry-run`` prints)."""
+        """Run counts and GPU-hours per problem and optimizer (what ``sweep submit --dry-run`` prints), with the
+        plan's ``checks`` among its warnings."""
         from lsbench.sweep.plan import summarize
 
-        return summarize(self.runs, self.grid)
+        summary = summarize(self.runs, self.grid)
+        return dataclasses.replace(summary, warnings=(*summary.warnings, *self.checks))
+
+
+@dataclass(frozen=True)
+class ProfileListing:
+    """One cluster profile, as ``sweep profiles`` shows it."""
+
+    name: str
+    path: Path
+    shipped: bool  # ships with the package (else: a file in ./cluster/)
+    chosen: bool  # what ``--profile NAME`` reads here (a file in ./cluster/ comes before a shipped one)
+    backend: str | None  # None: the profile is broken (``problem`` says why)
+    description: str
+    gpu: str | None  # the node's GPU model and count, as the profile states them
+    problem: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "path": str(self.path),
+            "shipped": self.shipped,
+            "chosen": self.chosen,
+            "backend": self.backend,
+            "description": self.description,
+            "gpu": self.gpu,
+            "problem": self.problem,
+        }
 
 
 @dataclass(frozen=True)
@@ -202,12 +242,39 @@ class SweepListing:
 # -- commands -------------------------------------------------------------------------------------------------
 
 
-def plan(grid_path: str | Path, *, root: str | Path | None = None) -> Plan:
+def plan(
+    grid_path: str | Path,
+    *,
+    root: str | Path | None = None,
+    backend: str | None = None,
+    profile: str | None = None,
+) -> Plan:
     """Load, validate and expand a grid without recording anything (``sweep submit --dry-run``).
 
-    A ``best_of`` reference to a sweep that has no result yet becomes a one-point placeholder instead of an error.
+    ``profile`` is loaded and validated as a submission would (a broken one is :class:`BadInput`). What a real
+    submission would refuse only because it is not there yet -- a problem's data where the workers will read it, the
+    profile's container image -- becomes one of the plan's ``checks`` instead of an error; a split rule a problem's
+    dataset does not offer is an error here too. A ``best_of`` reference to a sweep that has no result yet becomes a
+    one-point placeholder instead of an error.
     """
-    return _plan(grid_path, root, dry_run=True)
+    backend_name, loaded = _backend_choice(backend, profile)
+    planned = _plan(grid_path, root, dry_run=True)
+    chosen = _backend(backend_name)
+    sweep = SweepDir(sweep_root(root) / planned.grid.name)
+    options = SubmitOptions(profile=profile, resources=planned.grid.resources)
+    checks: list[str] = []
+    if loaded is not None:
+        if loaded.image is not None and not Path(loaded.image).is_file():
+            checks.append(f"{loaded.source}: image: {loaded.image} does not exist yet (sweep image build)")
+        else:  # the backend's own checks (GPUs per node, time limits), of which the image is the last
+            _validate(chosen, sweep, sweep.default_store_url(), options)
+    try:
+        location = _data_location(chosen, sweep, options)
+    except BadInput as error:  # e.g. --backend slurm with no profile: a real submission says so
+        checks.append(str(error))
+    else:
+        checks += _data_problems(planned.runs, location, planned.grid.source)
+    return dataclasses.replace(planned, profile=loaded, checks=tuple(checks))
 
 
 def submit(
@@ -230,16 +297,18 @@ def submit(
         workers: local pool size (default: the profile's, else one per GPU, else one per core).
         spool: workers record through spool files (automatic for a SQLite store with a non-local backend).
     """
+    backend_name, loaded = _backend_choice(backend, profile)
     planned = _plan(grid_path, root, dry_run=False)
     grid, runs = planned.grid, planned.runs
-    backend_name, profile_workers = _backend_choice(backend, profile)
     chosen = _backend(backend_name)
     sweep = SweepDir(sweep_root(root) / grid.name)
     store_url = grid.store or sweep.default_store_url()
     if sweep.exists() and sweep.store_url() != store_url:
         raise BadInput(f"sweep {grid.name!r} already records to another store; give the grid a new name")
+    profile_workers = loaded.workers if loaded is not None else None
     options = SubmitOptions(workers=workers or profile_workers, profile=profile, resources=grid.resources)
     _validate(chosen, sweep, store_url, options)
+    _require_data(runs, _data_location(chosen, sweep, options), grid.source)
     sweep.path.mkdir(parents=True, exist_ok=True)
     shown_url = sweep.keep_store_url(store_url)
     # SQLite must not be written from other machines: there, workers record through spool files (store/spool.py)
@@ -360,9 +429,11 @@ def resubmit(
     backend = backend_of(sweep)
     options = SubmitOptions(workers=workers, profile=profile)
     _validate(backend, sweep, sweep.store_url(), options)
+    location = _data_location(backend, sweep, options)
     with open_store(sweep) as store:
         backend.refresh(sweep, store)
         rows = [row for row in store.sweep_runs(sweep.name) if row.status in states]
+        _require_data(rows, location, f"sweep {sweep.name}")
         queued = _queue(store, sweep, rows)
         action = _backend_submit(backend, sweep, store, queued, options)
     return ResubmitResult(sweep.name, tuple(row.run_id for row in queued), action)
@@ -396,6 +467,31 @@ def list_sweeps(root: str | Path | None = None) -> list[SweepListing]:
     return listings
 
 
+def profiles() -> list[ProfileListing]:
+    """The cluster profiles ``--profile NAME`` can name here: those in ``./cluster/`` and those shipped with the
+    package, each loaded and validated (a broken one is listed with its ``problem``)."""
+    from lsbench.sweep.backends.profile import PROFILE_DIR, ProfileError, parse_profile, shipped_profiles
+
+    own = {path.stem: path for path in sorted(Path(PROFILE_DIR).glob("*.yaml"))}
+    shipped = shipped_profiles()
+    found = [(name, path, False) for name, path in own.items()]
+    found += [(name, path, True) for name, path in shipped.items()]
+    listings = []
+    for name, path, is_shipped in found:
+        if not is_shipped and name in shipped and path.resolve() == shipped[name].resolve():
+            continue  # a checkout's cluster/ links to the shipped files
+        chosen = not is_shipped or name not in own or own[name].resolve() == path.resolve()
+        try:
+            loaded = parse_profile(path.read_text(), str(path), path.resolve().parent)
+        except (OSError, ProfileError) as error:
+            listings.append(ProfileListing(name, path, is_shipped, chosen, None, "", None, str(error)))
+            continue
+        gpu = loaded.node.gpu_model
+        gpus = f"{loaded.node.gpus or loaded.gpus_per_node} x {gpu}" if gpu else None
+        listings.append(ProfileListing(name, path, is_shipped, chosen, loaded.backend, loaded.description, gpus))
+    return listings
+
+
 # -- shared steps ---------------------------------------------------------------------------------------------
 
 
@@ -418,12 +514,15 @@ def schema(kind: str) -> dict[str, Any]:
 
 
 def resolve_grid(path: str | Path) -> Path:
-    """``path`` as given if it exists, else under ``sweeps/`` (so ``grids/pal_cifar10.yaml`` works from the repo)."""
+    """``path`` as given if it exists, else under ``sweeps/``, else among the grids shipped with the package (so
+    ``grids/pal_cifar10.yaml`` works in a checkout and after ``pip install`` alike); else as given (reading fails)."""
     given = Path(path)
     if given.exists() or given.is_absolute():
         return given
-    candidate = GRID_SEARCH_DIR / given
-    return candidate if candidate.exists() else given
+    for candidate in (GRID_SEARCH_DIR / given, SHIPPED_GRIDS_BASE / given):
+        if candidate.is_file():
+            return candidate
+    return given
 
 
 def open_sweep(root: str | Path | None, name: str) -> SweepDir:
@@ -526,8 +625,8 @@ def _backend(name: str) -> Backend:
         raise BadInput(str(error)) from None
 
 
-def _backend_choice(backend: str | None, profile: str | None) -> tuple[str, int | None]:
-    """The backend to submit with: ``backend``, else the profile's, else local; and the profile's pool size."""
+def _backend_choice(backend: str | None, profile: str | None) -> tuple[str, Profile | None]:
+    """The backend to submit with (``backend``, else the profile's, else local) and the profile, validated."""
     if not profile:
         return backend or "local", None
     from lsbench.sweep.backends.profile import ProfileError, load_profile
@@ -538,7 +637,66 @@ def _backend_choice(backend: str | None, profile: str | None) -> tuple[str, int 
         raise BadInput(str(error)) from None
     if backend and backend != loaded.backend:
         raise BadInput(f"backend {backend!r} contradicts {loaded.source} (backend: {loaded.backend})")
-    return loaded.backend, loaded.workers
+    return loaded.backend, loaded
+
+
+@dataclass(frozen=True)
+class _DataLocation:
+    """Where a submission's workers will read datasets, as seen from here, and how messages describe it."""
+
+    path: Path
+    origin: str  # where the path comes from
+    set_dir: str  # how to change it
+
+
+def _data_location(backend: Backend, sweep: SweepDir, options: SubmitOptions) -> _DataLocation:
+    """The profile's ``data_dir`` where the backend reads one (Slurm: a shared path the login node sees too), else
+    ``$LSBENCH_DATA`` or its default, which the local pool's workers and sbatch's jobs inherit from here."""
+    from lsbench.problems import sources
+
+    locate = getattr(backend, "data_dir", None)
+    if locate is None:
+        return _DataLocation(sources.default_data_dir(), sources.data_dir_origin(), "set $LSBENCH_DATA")
+    try:
+        data_dir, source = locate(sweep, options)
+    except BackendInputError as error:
+        raise BadInput(str(error)) from None
+    from lsbench.sweep.backends.profile import SHIPPED_PROFILES
+
+    # A shipped profile lives inside the installed package: the user edits a copy, given by path.
+    shipped = Path(source).resolve().parent == SHIPPED_PROFILES
+    set_dir = f"set data_dir in {'a copy of ' if shipped else ''}{source}"
+    if data_dir is not None:
+        return _DataLocation(Path(data_dir), f"data_dir of {source}", set_dir)
+    origin = f"{sources.data_dir_origin()}; {source} sets no data_dir"
+    return _DataLocation(sources.default_data_dir(), origin, set_dir)
+
+
+def _data_problems(runs: Iterable[RunSpec], location: _DataLocation, where: str) -> list[str]:
+    """Missing data of ``runs`` in ``location``, one line per dataset; a split rule a dataset does not offer is
+    :class:`BadInput` (it is wrong wherever the data is) saying ``where`` (the grid file, the sweep)."""
+    from lsbench.problems import sources
+
+    pairs = list(dict.fromkeys((run.problem, run.split) for run in runs))  # in plan order, for the messages
+    try:
+        wrong = sources.check_splits(pairs)
+    except sources.DataError as error:
+        raise BadInput(f"{where}: {error}") from None
+    if wrong:
+        raise BadInput(f"{where}: {_one_line(wrong)}")
+    return sources.check_data(pairs, location.path, origin=location.origin, set_dir=location.set_dir)
+
+
+def _require_data(runs: Iterable[RunSpec], location: _DataLocation, where: str) -> None:
+    """:class:`BadInput` unless every run can read its data (checked before a run is queued)."""
+    missing = _data_problems(runs, location, where)
+    if missing:
+        raise BadInput(_one_line(missing))
+
+
+def _one_line(problems: Sequence[str]) -> str:
+    more = len(problems) - 1
+    return problems[0] + (f" (and {more} more: `lsbench data check` lists them)" if more else "")
 
 
 def _validate(backend: Backend, sweep: SweepDir, store_url: str, options: SubmitOptions) -> None:

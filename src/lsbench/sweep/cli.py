@@ -6,13 +6,16 @@
     sweep resubmit NAME [--failed] [--missing] [--profile PROFILE] [--wait] [--json]
     sweep cancel NAME [--json]
     sweep list [--json]
+    sweep profiles [--json]
     sweep schema grid|profile
     sweep image check [DEFINITION] [--json]
     sweep image build [DEFINITION] [--output IMAGE] [--dry-run]
 
 All state lives under a root directory (``--root``, else ``$LSBENCH_ROOT``, else ``./runs``). A grid path is looked
-up in the working directory, then under ``sweeps/``. Exit codes (:mod:`lsbench.sweep.protocol`): 0 ok, 1 failure,
-2 bad input (one line on stderr, and nothing written).
+up in the working directory, then under ``sweeps/``, then among the grids shipped with the package
+(``grids/pal_cifar10.yaml``); a profile is a file or the name of a shipped one (``sweep profiles``). Exit codes
+(:mod:`lsbench.sweep.protocol`): 0 ok, 1 failure (also: a run waited for ended without a result), 2 bad input (one
+line on stderr, and nothing written or queued).
 
 Each command parses its arguments, calls :mod:`lsbench.sweep.api` and formats what comes back; the work is there.
 """
@@ -129,16 +132,48 @@ def _wait(name: str, run_ids: Iterable[str], root: str | None, *, quiet: bool) -
     return result
 
 
+def _report_failures(name: str, waited: api.WaitResult | None) -> int:
+    """The exit code after ``--wait``: 1, with one line on stderr saying how many, when a run ended without a result
+    (a diverged run has one)."""
+    if waited is None or waited.ok:
+        return EXIT_OK
+    progress = waited.progress
+    if progress.failed:
+        print(
+            f"sweep {name}: {progress.failed} of {progress.total} runs failed; `sweep status {name}` shows why, "
+            f"`sweep resubmit {name} --failed` runs them again",
+            file=sys.stderr,
+            flush=True,
+        )
+    return EXIT_FAILURE
+
+
+def _estimate_note(profile: Any) -> str:
+    """The line under a dry run's estimate that names the profile's GPUs (the estimate is for the reference GPU)."""
+    gpu = profile.node.gpu_model
+    gpus = f"{profile.node.gpus or profile.gpus_per_node} x {gpu} per node" if gpu else "its GPU model is not stated"
+    return f"profile {profile.source} ({profile.backend}): {gpus}; the GPU-hours are not rescaled to it"
+
+
 # -- commands -------------------------------------------------------------------------------------------------
 
 
 def cmd_submit(args: argparse.Namespace) -> int:
     if args.dry_run:
-        summary = api.plan(args.grid, root=args.root).summary
+        plan = api.plan(args.grid, root=args.root, backend=args.backend, profile=args.profile)
+        summary = plan.summary
         if args.json:
-            _print_json(summary.to_json())
+            profile = plan.profile
+            shown = None
+            if profile is not None:
+                node = {"gpus": profile.node.gpus or profile.gpus_per_node, "gpu_model": profile.node.gpu_model}
+                shown = {"source": profile.source, "backend": profile.backend, **node}
+            _print_json({**summary.to_json(), "warnings": list(summary.warnings), "profile": shown})
         else:
-            print(summary.format_text())
+            lines = summary.format_text().splitlines()
+            if plan.profile is not None:
+                lines.insert(1, _estimate_note(plan.profile))
+            print("\n".join(lines))
         return EXIT_OK
     result = api.submit(
         args.grid,
@@ -157,7 +192,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     waited = _wait(result.sweep, result.queued, args.root, quiet=args.json) if args.wait and result.queued else None
     if args.json:
         _print_json({**result.to_json(), "wait": waited.to_json() if waited else None})
-    return EXIT_OK if waited is None or waited.ok else EXIT_FAILURE
+    return _report_failures(result.sweep, waited)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -198,7 +233,7 @@ def cmd_resubmit(args: argparse.Namespace) -> int:
     waited = _wait(result.sweep, result.queued, args.root, quiet=args.json) if args.wait and result.queued else None
     if args.json:
         _print_json({**result.to_json(), "wait": waited.to_json() if waited else None})
-    return EXIT_OK if waited is None or waited.ok else EXIT_FAILURE
+    return _report_failures(result.sweep, waited)
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
@@ -223,6 +258,24 @@ def cmd_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_profiles(args: argparse.Namespace) -> int:
+    listings = api.profiles()
+    if args.json:
+        _print_json({"profiles": [listing.to_json() for listing in listings]})
+        return EXIT_OK
+    width = max((len(listing.name) for listing in listings), default=0)
+    for listing in listings:
+        where = "shipped" if listing.shipped else "cluster/"
+        hidden = "" if listing.chosen else f" (not used: cluster/{listing.name}.yaml comes first)"
+        if listing.backend is None:
+            print(f"{listing.name:<{width}}  {where:<8}  broken: {listing.problem}")
+            continue
+        gpu = f"; {listing.gpu} per node" if listing.gpu else ""
+        print(f"{listing.name:<{width}}  {where:<8}  {listing.backend:<5}  {listing.description}{gpu}{hidden}")
+        print(f"{'':<{width}}  {listing.path}")
+    return EXIT_OK
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     _print_json(api.schema(args.kind))
     return EXIT_OK
@@ -244,12 +297,21 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         parser.add_argument("--json", action="store_true", help=f"print JSON{what}")
 
     submit = command("submit", cmd_submit, "plan a grid, record it in the store and start training")
-    submit.add_argument("grid", help="grid YAML file (looked up in the working directory, then in sweeps/)")
+    submit.add_argument(
+        "grid", help="grid YAML file (looked up in the working directory, then in sweeps/, then the shipped grids/)"
+    )
     submit.add_argument(
         "--backend", choices=BACKENDS, default=None, help="where to run (default: the profile's backend, else local)"
     )
-    submit.add_argument("--profile", default=None, help="cluster profile: a YAML file or a name under cluster/")
-    submit.add_argument("--dry-run", action="store_true", help="print run counts and GPU-hours; change nothing")
+    submit.add_argument(
+        "--profile", default=None, help="cluster profile: a YAML file, or a name (sweep profiles lists them)"
+    )
+    submit.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print run counts and GPU-hours and check the profile and the data (missing data: a warning); change "
+        "nothing",
+    )
     json_flag(submit, " (with --wait: once, when the runs have ended, instead of progress)")
     submit.add_argument("--wait", action="store_true", help="show progress until the runs finish")
     submit.add_argument("--workers", type=int, default=None, help="local pool size (default: GPUs, else cores)")
@@ -291,6 +353,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
     listing = command("list", cmd_list, "the sweeps under the root directory")
     json_flag(listing)
+
+    text = "the cluster profiles --profile NAME can name: ./cluster/*.yaml and those shipped with lsbench"
+    shown = subparsers.add_parser("profiles", help=text, description=text)
+    json_flag(shown)
+    shown.set_defaults(handler=cmd_profiles)
 
     text = "the JSON Schema of grid files or cluster profiles, for editors (e.g. yaml-language-server)"
     schema = subparsers.add_parser("schema", help=text, description=text)

@@ -8,24 +8,26 @@ from lsbench.sweep.backends.profile import (
     PROFILE_KEYS,
     Profile,
     ProfileError,
+    find_profile,
     load_profile,
     parse_profile,
     profile_json_schema,
+    shipped_profiles,
 )
 from lsbench.sweep.cli import main
 from lsbench.sweep.yamlfile import read_yaml
 
-CLUSTER = paths.CLUSTER
+PROFILES = paths.PROFILES
 
 
 @pytest.mark.parametrize("name", ["tcml", "local", "testing"])
 def test_shipped_profiles_are_valid(name):
-    profile = load_profile(CLUSTER / f"{name}.yaml")
+    profile = load_profile(PROFILES / f"{name}.yaml")
     assert profile.backend in ("slurm", "local")
 
 
 def test_tcml_profile_describes_the_thesis_nodes():
-    tcml = load_profile(CLUSTER / "tcml.yaml")
+    tcml = load_profile(PROFILES / "tcml.yaml")
     assert tcml.gpus_per_node == 4 and tcml.node["gpus"] == 4
     assert tcml.node["memory"] == "256G" and tcml.node["scratch_size"] == "2T"
     assert "E5-2650 v4" in tcml.node["cpu_model"] and "GTX 1080" in tcml.node["gpu_model"]
@@ -84,7 +86,7 @@ def test_profile_json_schema_describes_every_key_and_accepts_the_shipped_profile
     assert schema["properties"]["signal_seconds"]["default"] == 120
     validator = Draft202012Validator(schema)
     for name in ("tcml", "local", "testing"):
-        assert list(validator.iter_errors(read_yaml((CLUSTER / f"{name}.yaml").read_text()))) == []
+        assert list(validator.iter_errors(read_yaml((PROFILES / f"{name}.yaml").read_text()))) == []
 
 
 # Rejected by loading only: whether the image is given for slurm, stage_data without data_dir (rules between keys),
@@ -95,3 +97,53 @@ LOADER_ONLY = ("backend: slurm\n", "image: /x.sif\nstage_data: true\n", "image: 
 @pytest.mark.parametrize(("text", "message"), BAD_PROFILES)
 def test_profile_json_schema_rejects_the_bad_profiles(text, message):
     assert Draft202012Validator(profile_json_schema()).is_valid(read_yaml(text)) is (text in LOADER_ONLY)
+
+
+def test_the_shipped_profiles_are_package_data_and_the_checkouts_cluster_files_link_to_them():
+    assert sorted(shipped_profiles()) == ["local", "tcml", "testing"]
+    for name, path in shipped_profiles().items():
+        assert path.resolve() == (PROFILES / f"{name}.yaml").resolve()
+        assert (paths.CLUSTER / f"{name}.yaml").resolve() == path.resolve()  # one copy of each file
+
+
+def test_a_profile_is_found_by_name_in_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = shipped_profiles()["tcml"]
+    assert find_profile("tcml") == find_profile("tcml.yaml") == find_profile("cluster/tcml.yaml") == shipped
+    assert load_profile("tcml").node["gpus"] == 4
+    # A project's own cluster/<name>.yaml comes first; a file given by path is read as given.
+    (tmp_path / "cluster").mkdir()
+    (tmp_path / "cluster" / "tcml.yaml").write_text("backend: local\n")
+    assert load_profile("tcml").backend == "local"
+    (tmp_path / "site.yaml").write_text("backend: local\nworkers: 3\n")
+    assert load_profile(tmp_path / "site.yaml").workers == 3
+    # A path that does not exist is not replaced by a shipped profile of the same name.
+    with pytest.raises(ProfileError) as error:
+        load_profile("elsewhere/tcml.yaml")
+    assert str(error.value) == (
+        "elsewhere/tcml.yaml: cannot read the profile: No such file or directory "
+        "(shipped profiles: local, tcml, testing)"
+    )
+
+
+def test_dry_run_validates_the_profile_given_by_path_or_name(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("name: g\nproblems: digits_mlp\noptimizers: {sgd: {}}\n")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("backend: slurm\nimage: /x.sif\npartiton: gpu\n")
+    root = str(tmp_path / "runs")
+    assert main(["submit", str(grid), "--profile", str(broken), "--dry-run", "--root", root]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert line.startswith(f"sweep: error: {broken}: partiton: unknown key 'partiton' (valid: backend, ")
+    assert main(["submit", str(grid), "--profile", "nope", "--dry-run", "--root", root]) == 2
+    assert "nope: cannot read the profile" in capsys.readouterr().err
+    assert main(["submit", str(grid), "--profile", "tcml", "--backend", "local", "--dry-run", "--root", root]) == 2
+    assert "contradicts" in capsys.readouterr().err
+    assert main(["submit", str(grid), "--profile", "tcml", "--dry-run", "--root", root]) == 0
+    out = capsys.readouterr().out
+    assert "4 x NVIDIA GeForce GTX 1080 (8 GB) per node" in out.splitlines()[1]
+    assert "image:" in out and "does not exist yet" in out  # a warning: the image is built later
+    assert not (tmp_path / "runs").exists()

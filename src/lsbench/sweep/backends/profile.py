@@ -1,9 +1,13 @@
-"""Cluster profiles: where and how a sweep's workers run (``cluster/*.yaml``).
+"""Cluster profiles: where and how a sweep's workers run (``--profile tcml`` or ``--profile my-cluster.yaml``).
 
 A profile describes a cluster once -- its nodes, partition, account, container image, how runs are placed on GPUs --
 so that a grid (what to train) stays the same on every machine::
 
-    sweep submit grids/pal_cifar10.yaml --profile cluster/tcml.yaml
+    sweep submit grids/pal_cifar10.yaml --profile tcml
+
+The profiles ``local``, ``tcml`` and ``testing`` ship with the package (``lsbench/sweep/profiles/``; in a checkout,
+``cluster/*.yaml`` are links to them), so a name works after ``pip install`` in any directory; a file given by path
+is read as given (:func:`find_profile`).
 
 :class:`Profile` (a pydantic model, with :class:`NodeFacts` for the ``node:`` block) is the single source of truth
 for the valid keys, their defaults, checks and meaning: :func:`parse_profile` validates with it,
@@ -36,9 +40,11 @@ __all__ = [
     "NodeFacts",
     "Profile",
     "ProfileError",
+    "find_profile",
     "load_profile",
     "parse_profile",
     "profile_json_schema",
+    "shipped_profiles",
 ]
 
 TIME_PATTERN = re.compile(r"(?:[0-9]{1,3}-)?[0-9]{1,4}:[0-5][0-9]:[0-5][0-9]")
@@ -48,7 +54,8 @@ SIZE_PATTERN = re.compile(r"[1-9][0-9]{0,9}[KMGT]?")
 SCHEDULER_NAME_PATTERN = re.compile(r"[A-Za-z0-9_.,:+@&|!*()\[\]=-]{1,200}")
 ENV_NAME_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 EXECUTABLE_PATTERN = re.compile(r"[A-Za-z0-9_./+-]{1,200}")
-PROFILE_DIR = "cluster"
+PROFILE_DIR = "cluster"  # a project's own profiles, looked up by name in the working directory
+SHIPPED_PROFILES = Path(__file__).resolve().parents[1] / "profiles"  # package data: lsbench/sweep/profiles/
 
 
 class ProfileError(ValueError):
@@ -358,14 +365,22 @@ def parse_profile(text: str, source: str = "<string>", base: Path | None = None)
     return profile
 
 
+def shipped_profiles() -> dict[str, Path]:
+    """The profiles that ship with the package, by name."""
+    return {path.stem: path for path in sorted(SHIPPED_PROFILES.glob("*.yaml"))}
+
+
 def find_profile(name: str) -> Path:
-    """``name`` as a path, else ``cluster/<name>.yaml`` in the working directory or in this checkout."""
+    """The file of profile ``name``: ``name`` itself if that file exists; else, for a bare name (``tcml`` or
+    ``tcml.yaml``) or the checkout's spelling ``cluster/tcml.yaml``, ``cluster/<name>.yaml`` in the working
+    directory, then the profile shipped with the package. Otherwise ``name`` as given (reading it fails)."""
     given = Path(name)
     if given.is_file():
         return given
+    if given.parent not in (Path("."), Path(PROFILE_DIR)):
+        return given  # a path elsewhere: the user's own file, which does not exist
     stem = given.name if given.suffix in (".yaml", ".yml") else f"{given.name}.yaml"
-    candidates = [Path(PROFILE_DIR) / stem, Path(__file__).resolve().parents[4] / PROFILE_DIR / stem]
-    for candidate in candidates:
+    for candidate in (Path(PROFILE_DIR) / stem, SHIPPED_PROFILES / stem):
         if candidate.is_file():
             return candidate
     return given
@@ -377,7 +392,10 @@ def load_profile(name: str | os.PathLike[str]) -> Profile:
     try:
         text = path.read_text()
     except OSError as error:
-        raise ProfileError(str(name), "", f"cannot read the profile: {error.strerror or error}") from None
+        shipped = ", ".join(shipped_profiles())
+        raise ProfileError(
+            str(name), "", f"cannot read the profile: {error.strerror or error} (shipped profiles: {shipped})"
+        ) from None
     return parse_profile(text, str(path), path.resolve().parent)
 
 

@@ -403,6 +403,16 @@ class SlurmBackend:
         """Check a submission before anything is written (raises ConfigurationError)."""
         self._settings(sweep, store_url, options)
 
+    def data_dir(self, sweep: SweepDir, options: SubmitOptions) -> tuple[str | None, str]:
+        """The data directory the workers of a submission read, as a path on the shared file system that the login
+        node sees too, and the profile that says so; ``None`` when the profile sets no ``data_dir`` (the workers then
+        read ``$LSBENCH_DATA`` as sbatch passes it on from here). Lets ``sweep submit`` check the data first."""
+        try:
+            profile = _profile_for(sweep, Records.read(sweep), options)
+        except ProfileError as error:
+            raise ConfigurationError(str(error)) from None
+        return profile.data_dir, profile.source
+
     def prepare(self, sweep: SweepDir, runs: Sequence[RunRow], options: SubmitOptions) -> Prepared:
         """Write the task tables and batch scripts for ``runs`` under ``<sweep>/slurm/``; submit nothing."""
         records, profile, wanted = self._settings(sweep, sweep.store_url(), options)
