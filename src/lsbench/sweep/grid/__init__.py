@@ -30,7 +30,8 @@ Schema (every key not listed is an error)::
     training:                    # optional; same scalar-or-per-problem rule as budget
       batch_size: 128            #   positive integer
       weight_decay: 1.0e-4       #   number >= 0 (L2 coefficient of the trainer)
-      split: default             #   train/validation split rule: default or labpal (lsbench.problems.datasets.SPLITS)
+      split: default             #   train/validation split rule: default or labpal (lsbench.runs.SPLITS)
+      precision: fp32            #   numerics of the training passes: fp32, tf32 or bf16 (lsbench.runs.PRECISIONS)
     optimizers:                  # required, non-empty; keys are optimizer registry names
       sgd:                       #   null or {} trains the registry defaults (one point)
         grid:                    #   cartesian product; each value is a list of candidates, a scalar = [scalar]
@@ -80,8 +81,10 @@ Rules:
 * YAML aliases and merge keys are fine. A key repeated within one mapping is an error.
 * Every combination is also built once as an optimizer on a dummy parameter, so constraints that involve several
   hyperparameters (e.g. Nesterov needs momentum > 0) fail at load time, not in a job.
-* ``training.split`` is checked against ``lsbench.problems.datasets.SPLITS``; whether a dataset offers the rule
-  (``labpal``: CIFAR-10/100 only) is checked when a run loads its data.
+* ``training`` holds the run model's training fields (:data:`lsbench.runs.spec.TRAINING_FIELDS`: batch size,
+  weight decay, split, precision); ``split`` and ``precision`` take the values the run model lists. Whether a
+  dataset offers a split (:func:`lsbench.problems.sources.offered_splits`) is checked by ``sweep submit``,
+  ``--dry-run`` included, before anything is queued.
 * Expansion order (:func:`lsbench.sweep.plan.expand`): problems, optimizers, then the points -- the product of
   the ``grid`` axes in file order followed by the ``zip`` groups, the last axis varying fastest -- and seeds
   innermost. Points that resolve to the same values are kept once.
