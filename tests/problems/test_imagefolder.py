@@ -7,8 +7,9 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
+from lsbench.cpus import available_cpus
 from lsbench.problems import sampling
-from lsbench.problems.imagefolder import available_cpus, default_num_workers
+from lsbench.problems.imagefolder import default_num_workers
 from lsbench.problems.sampling import StreamedSplit, StreamingSampler
 
 

@@ -44,6 +44,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from lsbench.cpus import available_cpus
 from lsbench.problems.datasets import _check_split, missing_data_error, partition
 from lsbench.problems.sampling import Batch, StreamedSplit, StreamingSampler
 from lsbench.problems.transforms import (
@@ -58,7 +59,6 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageFolderDataset",
-    "available_cpus",
     "default_num_workers",
     "image_folder_split",
     "load_image_folder",
@@ -84,20 +84,6 @@ def default_num_workers() -> int:
     if value is not None:
         return int(value)
     return min(8, available_cpus())
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask (what Slurm's task binding and cgroups leave it), capped
-    by ``$SLURM_CPUS_PER_TASK`` when Slurm set it; ``os.cpu_count()`` (the whole node) only where neither is known.
-    A 4-GPU node shared by four runs must not start four times the node's core count of loader workers."""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        count = os.cpu_count() or 1
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        count = min(count, int(slurm))
-    return max(1, count)
 
 
 def scan_image_folder(

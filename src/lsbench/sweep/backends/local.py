@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from lsbench.cpus import available_cpus
 from lsbench.store import RunRow, Store
 from lsbench.sweep.backends import SubmitOptions
 from lsbench.sweep.layout import SweepDir
@@ -62,20 +63,6 @@ class Slot:
         threads = "1" if self.gpu is None else str(self.threads)
         env.update(CUDA_VISIBLE_DEVICES=self.gpu or "", OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         return env
-
-
-def available_cpus() -> int:
-    """The CPUs this process may run on: its affinity mask (cgroups and Slurm's binding narrow it), capped by
-    ``$SLURM_CPUS_PER_TASK`` when set; not ``os.cpu_count()``, which counts the whole node. (The same rule as
-    :func:`lsbench.problems.imagefolder.available_cpus`, repeated here because the pool does not import torch.)"""
-    try:
-        count = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):  # not Linux
-        count = os.cpu_count() or 1
-    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if slurm.isdigit() and int(slurm) > 0:
-        count = min(count, int(slurm))
-    return max(1, count)
 
 
 def visible_gpus() -> list[str]:
