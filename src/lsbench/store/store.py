@@ -517,3 +517,17 @@ class Store:
             for run_id, name, value in conn.execute(stmt):
                 out.setdefault(run_id, {})[name] = _read_value(value)
         return out
+
+    @retried
+    def sweep_metrics(self, sweep: str) -> list[tuple[str, int, str, float]]:
+        """Every metric row ``(run_id, step, name, value)`` of a sweep's runs, in one query, ordered by run id, step
+        and name (NaN for a stored NULL). For reports and exports, which need every curve at once."""
+        sr, m = schema.sweep_runs, schema.metrics
+        stmt = (
+            select(m.c.run_id, m.c.step, m.c.name, m.c.value)
+            .select_from(sr.join(m, m.c.run_id == sr.c.run_id))
+            .where(sr.c.sweep == sweep)
+            .order_by(m.c.run_id, m.c.step, m.c.name)
+        )
+        with self._engine.begin() as conn:
+            return [(run_id, step, name, _read_value(value)) for run_id, step, name, value in conn.execute(stmt)]

@@ -40,6 +40,8 @@ from lsbench.sweep.protocol import claim_stale_seconds
 from lsbench.sweep.status import DEFAULT_STALE_SECONDS, SweepStatus, sweep_status
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from lsbench.runs import RunSpec
     from lsbench.sweep.backends.profile import Profile
     from lsbench.sweep.grid import Grid
@@ -51,15 +53,18 @@ __all__ = [
     "Plan",
     "ProfileListing",
     "Progress",
+    "ReportResult",
     "ResubmitResult",
     "SubmitResult",
     "SweepListing",
     "WaitResult",
     "aggregate",
     "cancel",
+    "export",
     "list_sweeps",
     "plan",
     "profiles",
+    "report",
     "resubmit",
     "status",
     "submit",
@@ -407,6 +412,113 @@ def write_reports(name: str, rows: Sequence[SummaryRow], *, root: str | Path | N
     from lsbench.report import write_reports as write_files
 
     return write_files(rows, open_sweep(root, name).reports)
+
+
+EXPORT_FORMATS = ("csv", "parquet")
+
+
+def export(name: str, *, root: str | Path | None = None) -> pd.DataFrame:
+    """Every metric of every run of a sweep as one long table: the run identity columns (:class:`lsbench.runs.RunSpec`
+    fields, ``hparams`` as canonical JSON) and ``status``, then ``step, metric, value`` (two queries)."""
+    import pandas as pd
+
+    from lsbench.runs.spec import IDENTITY_FIELDS, canonical_json
+
+    sweep = open_sweep(root, name)
+    with open_store(sweep) as store:
+        rows = store.sweep_runs(sweep.name)
+        metrics = pd.DataFrame(store.sweep_metrics(sweep.name), columns=["run_id", "step", "metric", "value"])
+    identity = pd.DataFrame(
+        [
+            {
+                **{f.name: getattr(row, f.name) for f in IDENTITY_FIELDS},
+                "hparams": canonical_json(row.hparams),
+                "status": row.status,
+            }
+            for row in rows
+        ],
+        columns=[*(f.name for f in IDENTITY_FIELDS), "status"],
+    )
+    return identity.merge(metrics, on="run_id", how="inner").reset_index(drop=True)
+
+
+def write_export(name: str, fmt: str, *, out: str | Path | None = None, root: str | Path | None = None) -> Path:
+    """Write :func:`export` as ``<reports>/metrics.<csv|parquet>`` (or to ``out``); :class:`BadInput` for an unknown
+    format or parquet without pyarrow."""
+    if fmt not in EXPORT_FORMATS:
+        raise BadInput(f"unknown export format {fmt!r} (valid: {', '.join(EXPORT_FORMATS)})")
+    if fmt == "parquet":
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            raise BadInput("--format parquet needs pyarrow (pip install pyarrow); --format csv needs nothing") from None
+    table = export(name, root=root)
+    path = Path(out) if out is not None else open_sweep(root, name).reports / f"metrics.{fmt}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "csv":
+        table.to_csv(path, index=False)
+    else:
+        table.to_parquet(path, index=False)
+    return path
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    """What :func:`report` wrote: the page, the figures (:class:`lsbench.report.figures.Figure`) and the tables."""
+
+    sweep: str
+    index: Path
+    figures: list[Any]
+    tables: dict[str, Path]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "sweep": self.sweep,
+            "index": str(self.index),
+            "figures": [figure.to_json() for figure in self.figures],
+            "tables": {key: str(path) for key, path in self.tables.items()},
+        }
+
+
+def report(
+    name: str, *, compare: Sequence[str] = (), out: str | Path | None = None, root: str | Path | None = None
+) -> ReportResult:
+    """Write the sweep's report into ``out`` (default: its ``reports/``): every figure as PNG, PDF and CSV, the
+    Table A.1 summary under both divergence conventions as CSV, and a self-contained ``index.html``.
+
+    With ``compare``, the other sweeps' runs are drawn side by side, their optimizers labelled ``sweep:optimizer``.
+    Works on unfinished sweeps (the page says how many runs have not finished) and counts failed and diverged runs.
+    """
+    import pandas as pd
+
+    from lsbench.report import figures_data as fd
+    from lsbench.report.figures import draw_all
+    from lsbench.report.page import summary_table, write_page
+
+    names = [name, *(other for other in compare if other != name)]
+    runs, metrics, statuses = [], [], []
+    for sweep_name in names:
+        sweep = open_sweep(root, sweep_name)
+        shown = status(sweep_name, root=root)
+        statuses.append((sweep_name, shown.counts, shown.failures))
+        with open_store(sweep) as store:
+            data = fd.load(store, sweep.name)
+        if len(names) > 1:
+            data.runs["optimizer"] = sweep_name + ":" + data.runs["optimizer"]
+            data.runs["run_id"] = sweep_name + "/" + data.runs["run_id"]
+            data.metrics["run_id"] = sweep_name + "/" + data.metrics["run_id"]
+        runs.append(data.runs)
+        metrics.append(data.metrics)
+    data = fd.ReportData(pd.concat(runs, ignore_index=True), pd.concat(metrics, ignore_index=True))
+    directory = Path(out) if out is not None else open_sweep(root, name).reports
+    figures = draw_all(data, directory)
+    tables, paths = {}, {}
+    for convention in fd.CONVENTIONS:
+        tables[convention] = summary_table(fd.box_stats(data.runs, convention))
+        paths[convention] = directory / f"table_a1_{convention}.csv"
+        tables[convention].to_csv(paths[convention], index=False)
+    index = write_page(directory / "index.html", " + ".join(names), statuses, tables, figures)
+    return ReportResult(name, index, figures, paths)
 
 
 def resubmit(

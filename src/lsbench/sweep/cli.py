@@ -281,6 +281,24 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    path = api.write_export(args.name, args.format, out=args.out, root=args.root)
+    if args.json:
+        _print_json({"sweep": args.name, "format": args.format, "path": str(path)})
+    else:
+        print(f"written: {path}")
+    return EXIT_OK
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    result = api.report(args.name, compare=args.compare, out=args.out, root=args.root)
+    if args.json:
+        _print_json(result.to_json())
+    else:
+        print(f"{len(result.figures)} figures; open {result.index}")
+    return EXIT_OK
+
+
 # -- parser ---------------------------------------------------------------------------------------------------
 
 
@@ -363,6 +381,18 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     schema = subparsers.add_parser("schema", help=text, description=text)
     schema.add_argument("kind", choices=api.SCHEMA_KINDS)
     schema.set_defaults(handler=cmd_schema)
+
+    exported = command("export", cmd_export, "every metric of every run as one long table (CSV or Parquet)")
+    exported.add_argument("name")
+    exported.add_argument("--format", choices=api.EXPORT_FORMATS, default="csv", help="parquet needs pyarrow")
+    exported.add_argument("--out", default=None, help="file to write (default: the sweep's reports/metrics.FORMAT)")
+    json_flag(exported, ": the path written")
+
+    reported = command("report", cmd_report, "figures, tables and a self-contained index.html of a sweep")
+    reported.add_argument("name")
+    reported.add_argument("--compare", nargs="*", default=[], metavar="OTHER", help="sweeps shown side by side")
+    reported.add_argument("--out", default=None, help="directory to write (default: the sweep's reports/)")
+    json_flag(reported, ": the files written")
 
     from lsbench.sweep.image import add_image_commands
 

@@ -1,0 +1,195 @@
+"""The report's figures: matplotlib drawings of :mod:`lsbench.report.figures_data`, each as PNG, PDF and CSV.
+
+Every figure is written as ``<name>.png`` (for the page), ``<name>.pdf`` (vector, 7 in wide: a two-column paper's
+full width, 3.5 in for single-panel figures) and ``<name>.csv`` (the numbers drawn). Each carries a one-line caption
+saying what is plotted, over how many runs, under which divergence convention and how many points diverged.
+
+This module computes no statistic itself; it draws what figures_data returns. It uses matplotlib's Agg backend
+only (no display needed).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from lsbench.report import figures_data as fd
+
+__all__ = ["Figure", "draw_all"]
+
+_LABELS = {
+    "train_loss": "final training loss",
+    "val_acc": "validation accuracy",
+    "test_acc": "test accuracy",
+    "mean_effective_lr": "effective learning rate",
+}
+_COLUMN_IN, _PAGE_IN = 3.5, 7.0
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One written figure: its base name, title, caption and files."""
+
+    name: str
+    title: str
+    caption: str
+    png: Path
+    pdf: Path
+    csv: Path
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "title": self.title, "caption": self.caption, **self.files()}
+
+    def files(self) -> dict[str, str]:
+        return {"png": str(self.png), "pdf": str(self.pdf), "csv": str(self.csv)}
+
+
+def _save(fig: plt.Figure, out: Path, name: str, title: str, caption: str, numbers: pd.DataFrame) -> Figure:
+    fig.tight_layout()
+    paths = {ext: out / f"{name}.{ext}" for ext in ("png", "pdf", "csv")}
+    fig.savefig(paths["png"], dpi=110)
+    fig.savefig(paths["pdf"])
+    plt.close(fig)
+    numbers.to_csv(paths["csv"], index=False)
+    return Figure(name, title, caption, paths["png"], paths["pdf"], paths["csv"])
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
+
+
+def _box(stats: pd.DataFrame, problem: str, convention: str, out: Path) -> Figure:
+    mine = stats[stats["problem"] == problem]
+    optimizers = sorted(mine["optimizer"].unique())
+    fig, axes = plt.subplots(1, 3, figsize=(_PAGE_IN, 2.6))
+    for ax, metric in zip(axes, fd.METRICS, strict=True):
+        rows = mine[mine["metric"] == metric].set_index("optimizer").reindex(optimizers)
+        finite = [v for col in ("min", "max") for v in rows[col] if math.isfinite(v)]
+        cap = (max(finite) * 1.5 if finite and max(finite) > 0 else 1.0) if metric == "train_loss" else 1.0
+        boxes = []
+        for optimizer, row in rows.iterrows():
+            values = {k: row[k] if math.isfinite(row[k]) else (cap if row[k] > 0 else math.nan) for k in fd.QUARTILES}
+            boxes.append(
+                {
+                    "label": optimizer,
+                    "whislo": values["min"],
+                    "q1": values["p25"],
+                    "med": values["median"],
+                    "q3": values["p75"],
+                    "whishi": values["max"],
+                    "fliers": [],
+                }
+            )
+        ax.bxp(boxes, showfliers=False)
+        for index, (_optimizer, row) in enumerate(rows.iterrows(), start=1):
+            if row["diverged_points"]:
+                ax.annotate(f"{int(row['diverged_points'])}↯", (index, 1.0), xycoords=("data", "axes fraction"),
+                            ha="center", va="bottom", fontsize=7, color="firebrick")  # fmt: skip
+        if metric == "train_loss" and any(not math.isfinite(v) for v in rows[list(fd.QUARTILES)].to_numpy().ravel()):
+            ax.axhline(cap, color="firebrick", lw=0.6, ls=":")
+        ax.set_title(_LABELS[metric], fontsize=9)
+        ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.tick_params(axis="y", labelsize=7)
+    runs = int(mine.drop_duplicates("optimizer")["runs"].sum())
+    diverged = int(mine.drop_duplicates("optimizer")["diverged_points"].sum())
+    points = int(mine[mine["metric"] == "val_acc"]["points"].sum())
+    note = "diverged points at ∞ loss (dotted line) and chance accuracy" if convention == "penalized" else (
+        "diverged runs excluded"
+    )  # fmt: skip
+    caption = (
+        f"Box plots per optimizer over {points} grid points (each averaged over its seeds) of {runs} runs on "
+        f"{problem}: min, quartiles, max; {note} ({convention} convention); {diverged} of {points} points had a "
+        "diverged run (↯)."
+    )
+    name = f"box_{_slug(problem)}_{convention}"
+    return _save(fig, out, name, f"Sensitivity on {problem} ({convention})", caption, mine)
+
+
+def _curves(curves: pd.DataFrame, problem: str, metrics: Sequence[str], name: str, title: str, out: Path) -> Figure:
+    mine = curves[(curves["problem"] == problem) & curves["metric"].isin(metrics)]
+    width = _PAGE_IN if len(metrics) > 1 else _COLUMN_IN
+    fig, axes = plt.subplots(1, len(metrics), figsize=(width, 2.6), squeeze=False)
+    for ax, metric in zip(axes[0], metrics, strict=True):
+        for optimizer, line in mine[mine["metric"] == metric].groupby("optimizer", sort=True):
+            drawn = ax.plot(line["step"], line["median"], lw=1.0, label=optimizer)
+            ax.fill_between(line["step"], line["min"], line["max"], alpha=0.2, color=drawn[0].get_color(), lw=0)
+        if metric in ("train_loss", "mean_effective_lr") and (mine.loc[mine["metric"] == metric, "min"] > 0).all():
+            ax.set_yscale("log")
+        ax.set_title(_LABELS.get(metric, metric).removeprefix("final "), fontsize=9)
+        ax.set_xlabel("step", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0][-1].legend(fontsize=6, frameon=False)
+    seeds = int(mine.groupby(["optimizer"])["seeds"].max().sum()) if len(mine) else 0
+    caption = (
+        f"{title} on {problem}: median over the seeds of each optimizer's best configuration (highest mean "
+        f"validation accuracy), band min–max; {seeds} runs."
+    )
+    return _save(fig, out, name, f"{title} on {problem}", caption, mine)
+
+
+def _cost(table: pd.DataFrame, out: Path) -> Figure:
+    fig, ax = plt.subplots(figsize=(_COLUMN_IN, 2.6))
+    labels = [f"{row.optimizer}\n{row.problem}" if table["problem"].nunique() > 1 else row.optimizer
+              for row in table.itertuples()]  # fmt: skip
+    relative = table["relative"].where(table["relative"].notna(), table["seconds_per_step"])
+    ax.bar(range(len(table)), relative, color="steelblue")
+    ax.set_xticks(range(len(table)), labels, rotation=45, fontsize=6, ha="right")
+    has_sgd = table["relative"].notna().any()
+    ax.set_ylabel("time per step ÷ SGD" if has_sgd else "seconds per step", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7)
+    caption = (
+        f"Seconds per step per optimizer{' relative to SGD' if has_sgd else ' (no SGD run to compare with)'}, from "
+        f"the recorded times of {int(table['runs'].sum())} runs; GPU-hours in the CSV."
+    )
+    return _save(fig, out, "cost", "Cost per step", caption, table)
+
+
+def _profile(steps: pd.DataFrame, profile: pd.DataFrame, out: Path) -> Figure:
+    fig, ax = plt.subplots(figsize=(_COLUMN_IN, 2.6))
+    for optimizer, line in profile.groupby("optimizer", sort=True):
+        ax.step(line["tau"], line["rho"], where="post", lw=1.0, label=optimizer)
+    ax.set_xlabel("τ (steps ÷ fastest optimizer's steps)", fontsize=8)
+    ax.set_ylabel("fraction of problems", fontsize=8)
+    ax.set_ylim(-0.02, 1.02)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=6, frameon=False)
+    caption = (
+        f"Dolan–Moré performance profiles over {steps['problem'].nunique()} problems: fraction on which an optimizer's "
+        "best configuration reaches 95 % of the best final validation accuracy within τ × the fastest one's steps."
+    )
+    return _save(fig, out, "performance_profile", "Performance profiles", caption, steps.merge(profile, "left"))
+
+
+def draw_all(data: fd.ReportData, out: Path, conventions: Sequence[str] = fd.CONVENTIONS) -> list[Figure]:
+    """Draw every figure of ``data`` into ``out`` (created) and return them in page order."""
+    out.mkdir(parents=True, exist_ok=True)
+    figures: list[Figure] = []
+    problems = sorted(data.runs["problem"].unique())
+    stats = {convention: fd.box_stats(data.runs, convention) for convention in conventions}
+    curves = fd.best_curves(data, ("train_loss", "val_acc", "test_acc", "mean_effective_lr"))
+    for problem in problems:
+        for convention in conventions:
+            figures.append(_box(stats[convention], problem, convention, out))
+        if (curves["problem"] == problem).any():
+            figures.append(
+                _curves(curves, problem, fd.METRICS, f"curves_{_slug(problem)}", "Best-configuration curves", out)
+            )
+        if ((curves["problem"] == problem) & (curves["metric"] == "mean_effective_lr")).any():
+            figures.append(
+                _curves(curves, problem, ("mean_effective_lr",), f"lr_{_slug(problem)}", "Effective learning rate", out)
+            )
+    table = fd.cost(data.runs)
+    if len(table):
+        figures.append(_cost(table, out))
+    if len(problems) >= 2:
+        steps, profile = fd.performance_profiles(curves)
+        figures.append(_profile(steps, profile, out))
+    return figures
