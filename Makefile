@@ -19,18 +19,22 @@ $(STAMP): pyproject.toml Makefile
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# The main job on the embedded default: the demo grid on the local pool with a SQLite store, then its summary.
+# The main job on the embedded default: the demo grid on the local pool with a SQLite store, then its summary and its
+# report (the last line printed is the path of index.html).
 demo: $(STAMP)
 	$(PY) -m lsbench sweep submit grids/demo_digits.yaml --wait
 	$(PY) -m lsbench sweep aggregate demo_digits
+	$(PY) -m lsbench sweep report demo_digits
 
 lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 
 # The Slurm tests (marked slurm, under tests/sweep/backends/slurm) need the single-node test cluster: start it (installing its Debian packages if
-# missing; needs root), run the whole suite, and stop the cluster again whatever the tests did.
+# missing; needs root) and chromium for the report's browser test, run the whole suite, and stop the cluster
+# again whatever the tests did.
 test: lint
+	bash tests/report/browser/install-chromium.sh
 	bash cluster/testing/start.sh
 	LSBENCH_REQUIRE_SLURM=1 $(PY) -m pytest -q; status=$$?; bash cluster/testing/stop.sh; exit $$status
 
