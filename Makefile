@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/optim_overhead.py
 	$(PY) benchmarks/plan_expansion.py
 	$(PY) benchmarks/aggregate_store.py
+	$(PY) benchmarks/report_store.py
 
 # The test cluster on its own (e.g. to run `pytest -m slurm` repeatedly); see cluster/testing/start.sh.
 cluster-up:
