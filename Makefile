@@ -30,9 +30,9 @@ lint: $(STAMP)
 	$(PY) -m ruff check src tests benchmarks
 	$(PY) -m ruff format --check src tests benchmarks
 
-# The Slurm tests (marked slurm, under tests/sweep/backends/slurm) need the single-node test cluster: start it (installing its Debian packages if
-# missing; needs root) and chromium for the report's browser test, run the whole suite, and stop the cluster
-# again whatever the tests did.
+# The Slurm tests (marked slurm, under tests/sweep/backends/slurm) need the single-node test cluster: start it
+# (installing its Debian packages if missing; needs root) and chromium for the report's browser test, run the whole
+# suite, and stop the cluster again whatever the tests did.
 test: lint
 	bash tests/report/browser/install-chromium.sh
 	bash cluster/testing/start.sh
