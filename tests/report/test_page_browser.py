@@ -1,19 +1,25 @@
-"""index.html in a real headless browser (Debian's chromium, installed by tests/report/browser/install-chromium.sh,
-which `make test` runs): it loads with no failed resource and no console error, every figure has a non-zero size,
-and a full-page screenshot is not blank."""
+"""index.html of the demo sweep in a real headless browser (Debian's chromium, installed by
+tests/report/browser/install-chromium.sh, which `make test` runs): it loads with no failed resource and no console
+error, every figure has a non-zero size, and a full-page screenshot is not blank.
+
+The demo grid (grids/demo_digits.yaml, 20 runs on digits) is trained once for this module on the local pool, as
+`make demo` does: about 2-4 minutes on 2 cores. The numbers behind the figures are checked on synthetic stores
+(test_figures_data.py, tests/sweep/test_report_cli.py)."""
 
 import json
 import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib.image
 import pytest
-from tests.report.synthetic import make_sweep
 
 from lsbench.sweep import api
+
+DEMO_GRID = api.SHIPPED_GRIDS_BASE / "grids" / "demo_digits.yaml"
 
 # Appended to a copy of the page (the page itself runs no script): writes what the browser laid out into the DOM,
 # which --dump-dom prints.
@@ -42,10 +48,28 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory) -> Path:
+def demo(tmp_path_factory) -> api.ReportResult:
+    """The demo sweep submitted on the local pool and waited for (once for the module), then its report."""
     root = tmp_path_factory.mktemp("sweeps")
-    make_sweep(root, "demo_like")
-    return api.report("demo_like", root=root).index
+    env = {**os.environ, "LSBENCH_ROOT": str(root), "OMP_NUM_THREADS": "1"}
+    submitted = subprocess.run(
+        [sys.executable, "-m", "lsbench", "sweep", "submit", str(DEMO_GRID), "--wait", "--json"],
+        capture_output=True, text=True, timeout=1200, env=env,
+    )  # fmt: skip
+    assert submitted.returncode == 0, submitted.stdout[-2000:] + submitted.stderr[-2000:]
+    assert json.loads(submitted.stdout)["runs"] == 20
+    return api.report("demo_digits", root=root)
+
+
+@pytest.fixture(scope="module")
+def page(demo) -> Path:
+    return demo.index
+
+
+def test_demo_report_has_every_figure_of_its_one_problem(demo):
+    names = {figure.name for figure in demo.figures}
+    assert {"box_digits_mlp_penalized", "box_digits_mlp_excluded", "curves_digits_mlp", "cost"} <= names
+    assert demo.index.parent.name == "reports" and demo.index.parent.parent.name == "demo_digits"
 
 
 def test_page_loads_without_errors_and_every_figure_is_visible(page, tmp_path):
@@ -59,7 +83,8 @@ def test_page_loads_without_errors_and_every_figure_is_visible(page, tmp_path):
     assert match, result.stdout[-2000:]
     probe = json.loads(match.group(1).replace("&quot;", '"'))
     assert probe["failed"] == 0
-    assert len(probe["sizes"]) >= 10
+    figures = page.read_text().count("<figure ")
+    assert figures >= 4 and len(probe["sizes"]) == figures
     assert all(s["w"] > 0 and s["h"] > 0 and s["natural"] > 0 and s["done"] for s in probe["sizes"])
 
 
