@@ -55,3 +55,48 @@ def make_sweep(root: Path, name: str = "synthetic") -> SweepDir:
         store.set_run_status(spec.run_id, status, summary=final, step=steps)
     store.close()
     return sweep
+
+
+VARY_GRID = """name: {name}
+problems: [digits_mlp]
+seeds: [1, 2]
+optimizers:
+  sgd:
+    fixed: {{lr: 0.1, momentum: 0.9}}
+    vary:
+      lr: [0.01, 1.0]
+      momentum: [0.0, 0.5]
+  adam:
+    grid:
+      lr: [0.01, 0.001]
+"""
+
+
+def make_vary_sweep(root: Path, name: str = "vary") -> SweepDir:
+    """A sweep whose grid.yaml varies sgd's lr and momentum one at a time around (0.1, 0.9), next to a 2-point adam
+    grid; the sgd point lr=1.0 diverges on both seeds, validation accuracy 0.5 + lr / 10 + momentum / 10 otherwise."""
+    from lsbench.sweep.grid import load_grid
+
+    sweep = SweepDir(root / name)
+    sweep.path.mkdir(parents=True)
+    sweep.grid_file.write_text(VARY_GRID.format(name=name))
+    grid = load_grid(sweep.grid_file)
+    url = sweep.default_store_url()
+    sweep.write_meta({"name": name, "grid_hash": "0" * 64, "store": url, "backend": "local"})
+    store = Store(url)
+    store.upsert_sweep(name, "0" * 64, "", str(sweep.path), "local")
+    specs = [
+        RunSpec(f"{optimizer}{k}s{seed}", "digits_mlp", optimizer, point, seed, 600, 100, 32, 0.0)
+        for optimizer, section in grid.optimizers.items()
+        for k, point in enumerate(section.points)
+        for seed in grid.seeds
+    ]
+    store.add_runs(name, specs)
+    for spec in specs:
+        lr, momentum = spec.hparams["lr"], spec.hparams.get("momentum", 0.0)
+        val = 0.5 + lr / 10 + momentum / 10
+        status = "diverged" if spec.optimizer == "sgd" and lr == 1.0 else "completed"
+        summary = {"train_loss": math.nan if status == "diverged" else 1.0 - val, "val_acc": val, "test_acc": val}
+        store.set_run_status(spec.run_id, status, summary={**summary, "seconds": 60.0}, step=600)
+    store.close()
+    return sweep

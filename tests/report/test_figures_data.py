@@ -128,3 +128,68 @@ def test_quantile_never_multiplies_infinity_by_zero():
     assert fd.quantile([1.0, 2.0, math.inf], 0.5) == 2.0
     assert fd.quantile([1.0, 2.0, 3.0, 4.0], 0.25) == pytest.approx(1.75)
     assert math.isnan(fd.quantile([], 0.5))
+
+
+# A one-at-a-time sweep around the base (mu 0.1, beta 0.2): (mu, beta, seed, status, loss, val)
+BASE = {"mu": 0.1, "beta": 0.2}
+VARY_RUNS = [
+    (0.1, 0.2, 1, "completed", 1.0, 0.8),
+    (0.1, 0.2, 2, "completed", 3.0, 0.6),
+    (0.01, 0.2, 1, "completed", 2.0, 0.5),
+    (0.01, 0.2, 2, "completed", 2.0, 0.7),
+    (1.0, 0.2, 1, "completed", 4.0, 0.4),
+    (1.0, 0.2, 2, "diverged", math.nan, 0.3),
+    (0.1, 0.4, 1, "failed", None, None),
+    (0.1, 0.4, 2, "completed", 0.5, 0.9),
+    (0.1, 0.0, 1, "diverged", math.nan, 0.1),
+    (0.1, 0.0, 2, "diverged", math.nan, 0.1),
+    (1.0, 0.4, 1, "completed", 0.1, 0.99),  # off both axes (not a one-at-a-time point): left out
+]
+
+
+@pytest.fixture
+def vary_runs(tmp_path):
+    store = Store(f"sqlite:///{tmp_path}/v.sqlite")
+    store.upsert_sweep("v", "0" * 64, "", str(tmp_path), "local")
+    specs = [
+        RunSpec(f"v{i}", P1, "pal", {"mu": mu, "beta": beta}, seed, 300, 100, 128, 1e-4)
+        for i, (mu, beta, seed, *_) in enumerate(VARY_RUNS)
+    ]
+    store.add_runs("v", specs)
+    for spec, (*_, status, loss, val) in zip(specs, VARY_RUNS, strict=True):
+        if status == "failed":
+            store.set_run_status(spec.run_id, status)
+            continue
+        summary = {"train_loss": loss, "val_acc": val, "test_acc": val, "seconds": 1.0}
+        store.set_run_status(spec.run_id, status, summary=summary, step=300)
+    yield fd.load(store, "v").runs
+    store.close()
+
+
+def _panel(table, hparam):
+    mine = table[table["hparam"] == hparam]
+    return list(zip(mine["value"], mine["base"], mine["seeds"], mine["diverged"], strict=True)), mine
+
+
+def test_sensitivity_one_panel_per_varied_hyperparameter_with_the_base_in_each(vary_runs):
+    table = fd.sensitivity(vary_runs, {"pal": (BASE, ["mu", "beta"])})
+    assert set(table["hparam"]) == {"mu", "beta"} and set(table["convention"]) == {"penalized"}
+    mu, rows = _panel(table, "mu")
+    assert mu == [(0.01, False, 2, 0), (0.1, True, 2, 0), (1.0, False, 2, 1)]
+    # diverged seed of mu=1.0 at chance (0.1 on CIFAR-10) and infinite loss
+    assert list(rows["val_acc"]) == pytest.approx([0.6, 0.7, 0.25])
+    assert list(rows["train_loss"]) == [2.0, 2.0, math.inf]
+    beta, rows = _panel(table, "beta")
+    # beta=0.0: both seeds diverged -> chance; beta=0.4: the failed seed never averaged
+    assert beta == [(0.0, False, 2, 2), (0.2, True, 2, 0), (0.4, False, 1, 0)]
+    assert list(rows["val_acc"]) == pytest.approx([0.1, 0.7, 0.9])
+
+
+def test_sensitivity_excluded_convention_drops_diverged_runs(vary_runs):
+    table = fd.sensitivity(vary_runs, {"pal": (BASE, ["mu", "beta"])}, "excluded")
+    mu, rows = _panel(table, "mu")
+    assert mu == [(0.01, False, 2, 0), (0.1, True, 2, 0), (1.0, False, 1, 1)]
+    assert list(rows["val_acc"]) == pytest.approx([0.6, 0.7, 0.4]) and list(rows["train_loss"]) == [2.0, 2.0, 4.0]
+    beta, _ = _panel(table, "beta")
+    assert [value for value, *_ in beta] == [0.2, 0.4]  # beta=0.0 diverged everywhere: no value
+    assert fd.sensitivity(vary_runs, {"sgd": (BASE, ["mu"])}).empty

@@ -3,7 +3,8 @@
 import json
 
 import pandas as pd
-from tests.report.synthetic import make_sweep
+import pytest
+from tests.report.synthetic import make_sweep, make_vary_sweep
 
 from lsbench.sweep import api
 
@@ -53,3 +54,23 @@ def test_export_csv_long_table_and_parquet_without_pyarrow(tmp_path, sweep_cli):
     except ImportError:
         parquet = sweep_cli(tmp_path, "export", "synthetic", "--format", "parquet")
         assert parquet.returncode == 2 and "pyarrow" in parquet.stderr and parquet.stderr.count("\n") == 1
+
+
+def test_report_of_a_vary_sweep_draws_its_sensitivity_under_both_conventions(tmp_path, sweep_cli):
+    make_vary_sweep(tmp_path)
+    result = sweep_cli(tmp_path, "report", "vary", "--json")
+    assert result.returncode == 0, result.stderr
+    names = [figure["name"] for figure in json.loads(result.stdout)["figures"]]
+    assert "sensitivity_digits_mlp_penalized" in names and "sensitivity_digits_mlp_excluded" in names
+    reports = tmp_path / "vary" / "reports"
+    table = pd.read_csv(reports / "sensitivity_digits_mlp_penalized.csv")
+    assert set(table["optimizer"]) == {"sgd"} and set(table["hparam"]) == {"lr", "momentum"}
+    lr = table[table["hparam"] == "lr"]
+    # lr 0.01, 0.1 (base), 1.0 (diverged on both seeds: chance accuracy on digits)
+    assert list(lr["value"]) == [0.01, 0.1, 1.0] and list(lr["base"]) == [False, True, False]
+    assert list(lr["val_acc"]) == pytest.approx([0.591, 0.6, 0.1]) and list(lr["diverged"]) == [0, 0, 2]
+    excluded = pd.read_csv(reports / "sensitivity_digits_mlp_excluded.csv")
+    assert list(excluded.loc[excluded["hparam"] == "lr", "value"]) == [0.01, 0.1]
+    page = (reports / "index.html").read_text()
+    assert "One-at-a-time sensitivity on digits_mlp: final validation accuracy and training loss of 5 points" in page
+    assert "(penalized convention); 2 diverged runs" in page

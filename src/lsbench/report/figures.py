@@ -11,7 +11,7 @@ only (no display needed).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 
 from lsbench.report import figures_data as fd
@@ -152,6 +153,54 @@ def _cost(table: pd.DataFrame, out: Path) -> Figure:
     return _save(fig, out, "cost", "Cost per step", caption, table)
 
 
+def _sensitivity(table: pd.DataFrame, problem: str, convention: str, out: Path) -> Figure:
+    mine = table[table["problem"] == problem]
+    panels = list(mine.groupby(["optimizer", "hparam"], sort=False).groups)
+    columns = min(len(panels), 4)
+    blocks = math.ceil(len(panels) / columns)
+    metrics = ("val_acc", "train_loss")
+    fig, axes = plt.subplots(2 * blocks, columns, figsize=(_PAGE_IN, 2.0 * 2 * blocks), squeeze=False)
+    for ax in axes.ravel()[2 * len(panels) :]:
+        ax.set_visible(False)
+    for index, (optimizer, hparam) in enumerate(panels):
+        rows = mine[(mine["optimizer"] == optimizer) & (mine["hparam"] == hparam)]
+        values = [float(v) for v in rows["value"]]
+        for offset, metric in enumerate(metrics):
+            ax = axes[2 * (index // columns) + offset][index % columns]
+            y = rows[metric].astype(float).to_numpy()
+            finite = y[np.isfinite(y)]
+            cap = (finite.max() * 1.5 if len(finite) and finite.max() > 0 else 1.0) if metric == "train_loss" else 1.0
+            shown = np.where(np.isinf(y), cap, y)
+            ax.plot(values, shown, marker="o", ms=3, lw=1.0, color="steelblue")
+            base = rows["base"].to_numpy(dtype=bool)
+            ax.plot(np.asarray(values)[base], shown[base], marker="*", ms=8, lw=0, color="darkorange")
+            if np.isinf(y).any():
+                ax.axhline(cap, color="firebrick", lw=0.6, ls=":")
+            for x, v, diverged in zip(values, shown, rows["diverged"], strict=True):
+                if diverged:
+                    ax.annotate(f"{int(diverged)}↯", (x, v), ha="center", va="bottom", fontsize=6, color="firebrick")
+            positive = [v for v in values if v > 0]
+            if len(positive) == len(values) and len(values) > 1 and max(values) / min(values) >= 20:
+                ax.set_xscale("log")
+            if metric == "train_loss" and len(finite) and (finite > 0).all() and finite.max() / finite.min() >= 20:
+                ax.set_yscale("log")
+            ax.set_title(f"{optimizer}: {hparam}" if offset == 0 else "", fontsize=8)
+            ax.set_ylabel(_LABELS[metric] if index % columns == 0 else "", fontsize=7)
+            ax.tick_params(labelsize=6)
+    distinct = mine.drop_duplicates(["optimizer", "point"])
+    points, diverged = len(distinct), int(distinct["diverged"].sum())
+    note = "diverged runs at ∞ loss (dotted line) and chance accuracy" if convention == "penalized" else (
+        "diverged runs excluded"
+    )  # fmt: skip
+    caption = (
+        f"One-at-a-time sensitivity on {problem}: final validation accuracy and training loss of {points} points "
+        f"(each averaged over its seeds) against each varied hyperparameter, the others at the base point (★); "
+        f"{note} ({convention} convention); {diverged} diverged runs (↯)."
+    )
+    name = f"sensitivity_{_slug(problem)}_{convention}"
+    return _save(fig, out, name, f"One-at-a-time sensitivity on {problem} ({convention})", caption, mine)
+
+
 def _profile(steps: pd.DataFrame, profile: pd.DataFrame, out: Path) -> Figure:
     fig, ax = plt.subplots(figsize=(_COLUMN_IN, 2.6))
     for optimizer, line in profile.groupby("optimizer", sort=True):
@@ -168,16 +217,26 @@ def _profile(steps: pd.DataFrame, profile: pd.DataFrame, out: Path) -> Figure:
     return _save(fig, out, "performance_profile", "Performance profiles", caption, steps.merge(profile, "left"))
 
 
-def draw_all(data: fd.ReportData, out: Path, conventions: Sequence[str] = fd.CONVENTIONS) -> list[Figure]:
-    """Draw every figure of ``data`` into ``out`` (created) and return them in page order."""
+def draw_all(
+    data: fd.ReportData,
+    out: Path,
+    conventions: Sequence[str] = fd.CONVENTIONS,
+    axes: Mapping[str, tuple[Mapping[str, object], Sequence[str]]] | None = None,
+) -> list[Figure]:
+    """Draw every figure of ``data`` into ``out`` (created) and return them in page order. ``axes``: the
+    optimizers built with ``vary:``, for the sensitivity figures (:func:`lsbench.report.figures_data.sensitivity`)."""
     out.mkdir(parents=True, exist_ok=True)
     figures: list[Figure] = []
     problems = sorted(data.runs["problem"].unique())
     stats = {convention: fd.box_stats(data.runs, convention) for convention in conventions}
     curves = fd.best_curves(data, ("train_loss", "val_acc", "test_acc", "mean_effective_lr"))
+    varied = {convention: fd.sensitivity(data.runs, axes or {}, convention) for convention in conventions}
     for problem in problems:
         for convention in conventions:
             figures.append(_box(stats[convention], problem, convention, out))
+        for convention in conventions:
+            if (varied[convention]["problem"] == problem).any():
+                figures.append(_sensitivity(varied[convention], problem, convention, out))
         if (curves["problem"] == problem).any():
             figures.append(
                 _curves(curves, problem, fd.METRICS, f"curves_{_slug(problem)}", "Best-configuration curves", out)

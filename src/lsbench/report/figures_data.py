@@ -47,6 +47,7 @@ __all__ = [
     "performance_profiles",
     "point_means",
     "quantile",
+    "sensitivity",
 ]
 
 CONVENTIONS = ("penalized", "excluded")
@@ -251,6 +252,55 @@ def cost(runs: pd.DataFrame, baseline: str = "sgd") -> pd.DataFrame:
     base = out[out["optimizer"] == baseline].set_index("problem")["seconds_per_step"]
     out["relative"] = out["seconds_per_step"] / out["problem"].map(base)
     return out
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal hyperparameter values as their canonical JSON says (``1`` and ``1.0`` alike, lists by value)."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True) or (
+        isinstance(a, int | float) and isinstance(b, int | float) and float(a) == float(b)
+    )
+
+
+def sensitivity(
+    runs: pd.DataFrame,
+    axes: Mapping[str, tuple[Mapping[str, object], Sequence[str]]],
+    convention: str = DEFAULT_CONVENTION,
+    chance: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """One-at-a-time sensitivity of the sweeps built with ``vary:``.
+
+    ``axes`` maps an optimizer to its base point (its hyperparameters) and the hyperparameters varied one at a time
+    around it. Per (problem, optimizer, varied hyperparameter) each point equal to the base but for that
+    hyperparameter gives one row at its value, and the base point one row at the base value (``base`` true) in every
+    varied hyperparameter's panel; points that differ from the base elsewhere are left out. Values are the point's
+    metrics averaged over its contributing seeds under ``convention`` (:func:`point_means`).
+
+    Columns: ``problem, optimizer, hparam, value, base, point`` (canonical JSON), ``convention, seeds, diverged``
+    and the metrics, sorted by value within each panel.
+    """
+    columns = ["problem", "optimizer", "hparam", "value", "base", "point", "convention", "seeds", "diverged", *METRICS]
+    points = point_means(runs, convention, chance)
+    hparams = dict(zip(runs["point"], runs["hparams"], strict=True))
+    rows = []
+    for row in points.itertuples(index=False):
+        if row.optimizer not in axes:
+            continue
+        base, varied = axes[row.optimizer]
+        point = hparams[row.point]
+        differing = [k for k in {*base, *point} if k not in base or k not in point or not _same(base[k], point[k])]
+        if len(differing) > 1 or (differing and differing[0] not in varied):
+            continue
+        values = {name: getattr(row, name) for name in METRICS}
+        common = {"problem": row.problem, "optimizer": row.optimizer, "point": row.point, "convention": convention}
+        counts = {"seeds": int(row.seeds), "diverged": int(row.diverged)}
+        for name in differing or varied:
+            rows.append({**common, "hparam": name, "value": point[name], "base": not differing, **counts, **values})
+    out = pd.DataFrame(rows, columns=columns)
+    if out.empty:
+        return out
+    out["_order"] = [float(v) if isinstance(v, int | float) else math.nan for v in out["value"]]
+    out = out.sort_values(["problem", "optimizer", "hparam", "_order"], kind="stable").drop(columns="_order")
+    return out.reset_index(drop=True)
 
 
 def performance_profiles(

@@ -496,13 +496,15 @@ def report(
     from lsbench.report.page import summary_table, write_page
 
     names = [name, *(other for other in compare if other != name)]
-    runs, metrics, statuses = [], [], []
+    runs, metrics, statuses, axes = [], [], [], {}
     for sweep_name in names:
         sweep = open_sweep(root, sweep_name)
         shown = status(sweep_name, root=root)
         statuses.append((sweep_name, shown.counts, shown.failures))
         with open_store(sweep) as store:
             data = fd.load(store, sweep.name)
+        prefix = sweep_name + ":" if len(names) > 1 else ""
+        axes.update({prefix + optimizer: axis for optimizer, axis in _vary_axes(sweep).items()})
         if len(names) > 1:
             data.runs["optimizer"] = sweep_name + ":" + data.runs["optimizer"]
             data.runs["run_id"] = sweep_name + "/" + data.runs["run_id"]
@@ -511,7 +513,7 @@ def report(
         metrics.append(data.metrics)
     data = fd.ReportData(pd.concat(runs, ignore_index=True), pd.concat(metrics, ignore_index=True))
     directory = Path(out) if out is not None else open_sweep(root, name).reports
-    figures = draw_all(data, directory)
+    figures = draw_all(data, directory, axes=axes)
     tables, paths = {}, {}
     for convention in fd.CONVENTIONS:
         tables[convention] = summary_table(fd.box_stats(data.runs, convention))
@@ -519,6 +521,32 @@ def report(
         tables[convention].to_csv(paths[convention], index=False)
     index = write_page(directory / "index.html", " + ".join(names), statuses, tables, figures)
     return ReportResult(name, index, figures, paths)
+
+
+def _vary_axes(sweep: SweepDir) -> dict[str, tuple[dict[str, Any], list[str]]]:
+    """Per optimizer section of the sweep's grid.yaml built with ``vary:``: its base point (the first point: the
+    base of the first ``grid``/``zip`` combination) and the varied hyperparameters. Empty when no section varies
+    (the grid is then not validated, which would import torch) or the grid cannot be read."""
+    from lsbench.sweep.yamlfile import read_yaml
+
+    try:
+        raw = read_yaml(sweep.grid_file.read_text())
+    except (OSError, ValueError):
+        return {}
+    sections = raw.get("optimizers") if isinstance(raw, dict) else None
+    if not isinstance(sections, dict) or not any(isinstance(v, dict) and v.get("vary") for v in sections.values()):
+        return {}
+    from lsbench.sweep.grid import GridError, load_grid
+
+    try:
+        grid = load_grid(sweep.grid_file)
+    except GridError:
+        return {}
+    return {
+        optimizer: (dict(section.points[0]), list(section.vary))
+        for optimizer, section in grid.optimizers.items()
+        if section.vary and section.points
+    }
 
 
 def resubmit(
