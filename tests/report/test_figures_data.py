@@ -111,6 +111,9 @@ def test_cost_relative_to_sgd(data):
     assert pal.seconds_per_step == pytest.approx(0.15)
     assert pal.relative == pytest.approx(0.15 / 0.1)
     assert pal.gpu_hours == pytest.approx((3 * 60 + 3 * 3) / 3600)
+    # sgd on P1: three timed runs of 30 s (the failed one has no time)
+    assert pal.gpu_hours_relative == pytest.approx((3 * 60 + 3 * 3) / (3 * 30))
+    assert _row(table, problem=P1, optimizer="sgd").gpu_hours_relative == 1.0
 
 
 def test_performance_profile_fractions(data):

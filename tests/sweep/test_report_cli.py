@@ -27,6 +27,10 @@ def test_report_writes_every_figure_and_a_self_contained_page(tmp_path, sweep_cl
     assert page.count("data:image/png;base64,") == len(names)
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "penalized convention); 1 of 9 points had a diverged run" in page  # pal lr=1.0, both seeds
+    cost = pd.read_csv(tmp_path / "synthetic" / "reports" / "cost.csv").set_index(["problem", "optimizer"])
+    # per problem: sgd 6 runs of 600 steps at 0.1 s; pal 4 of 600 steps at 0.2 s and 2 diverged after 200 steps
+    assert cost.loc[("digits_mlp", "pal"), "gpu_hours_relative"] == pytest.approx((4 * 120 + 2 * 40) / (6 * 60))
+    assert "GPU-hours of all runs (right) per optimizer relative to SGD" in page
     penalized = pd.read_csv(written["tables"]["penalized"])
     assert set(penalized["failed"]) == {0, 1} and set(penalized["diverged"]) == {0, 2}
 

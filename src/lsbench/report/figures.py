@@ -137,20 +137,28 @@ def _curves(curves: pd.DataFrame, problem: str, metrics: Sequence[str], name: st
 
 
 def _cost(table: pd.DataFrame, out: Path) -> Figure:
-    fig, ax = plt.subplots(figsize=(_COLUMN_IN, 2.6))
+    fig, axes = plt.subplots(1, 2, figsize=(_PAGE_IN, 2.6))
     labels = [f"{row.optimizer}\n{row.problem}" if table["problem"].nunique() > 1 else row.optimizer
               for row in table.itertuples()]  # fmt: skip
-    relative = table["relative"].where(table["relative"].notna(), table["seconds_per_step"])
-    ax.bar(range(len(table)), relative, color="steelblue")
-    ax.set_xticks(range(len(table)), labels, rotation=45, fontsize=6, ha="right")
     has_sgd = table["relative"].notna().any()
-    ax.set_ylabel("time per step ÷ SGD" if has_sgd else "seconds per step", fontsize=8)
-    ax.tick_params(axis="y", labelsize=7)
-    caption = (
-        f"Seconds per step per optimizer{' relative to SGD' if has_sgd else ' (no SGD run to compare with)'}, from "
-        f"the recorded times of {int(table['runs'].sum())} runs; GPU-hours in the CSV."
+    panels = (
+        ("relative", "seconds_per_step", "time per step ÷ SGD", "seconds per step"),
+        ("gpu_hours_relative", "gpu_hours", "GPU-hours ÷ SGD", "GPU-hours"),
     )
-    return _save(fig, out, "cost", "Cost per step", caption, table)
+    for ax, (relative, absolute, relative_label, absolute_label) in zip(axes, panels, strict=True):
+        heights = table[relative].where(table[relative].notna(), table[absolute])
+        ax.bar(range(len(table)), heights, color="steelblue")
+        if has_sgd:
+            ax.axhline(1.0, color="grey", lw=0.6, ls=":")
+        ax.set_xticks(range(len(table)), labels, rotation=45, fontsize=6, ha="right")
+        ax.set_ylabel(relative_label if has_sgd else absolute_label, fontsize=8)
+        ax.tick_params(axis="y", labelsize=7)
+    caption = (
+        f"Seconds per step (left) and GPU-hours of all runs (right) per optimizer"
+        f"{' relative to SGD on the same problem' if has_sgd else ' (no SGD run to compare with)'}, from the recorded "
+        f"times of {int(table['runs'].sum())} runs; absolute values in the CSV."
+    )
+    return _save(fig, out, "cost", "Cost per step and GPU-hours", caption, table)
 
 
 def _sensitivity(table: pd.DataFrame, problem: str, convention: str, out: Path) -> Figure:

@@ -237,8 +237,9 @@ def best_curves(
 
 def cost(runs: pd.DataFrame, baseline: str = "sgd") -> pd.DataFrame:
     """Per (problem, optimizer): runs with a recorded time, mean seconds per step (``seconds / step`` of each run,
-    averaged), GPU-hours (sum of seconds / 3600) and seconds per step relative to ``baseline`` on the same problem
-    (NaN without it). Runs without a finite positive time or step are left out."""
+    averaged), GPU-hours (sum of seconds / 3600), and both relative to ``baseline`` on the same problem
+    (``relative``: seconds per step, ``gpu_hours_relative``; NaN without it). Runs without a finite positive time or
+    step are left out."""
     timed = runs[np.isfinite(runs["seconds"].astype(float)) & (runs["step"].fillna(0) > 0)].copy()
     timed["per_step"] = timed["seconds"].astype(float) / timed["step"].astype(float)
     grouped = timed.groupby(["problem", "optimizer"], sort=True)
@@ -249,8 +250,9 @@ def cost(runs: pd.DataFrame, baseline: str = "sgd") -> pd.DataFrame:
             "gpu_hours": grouped["seconds"].sum() / 3600.0,
         }
     ).reset_index()
-    base = out[out["optimizer"] == baseline].set_index("problem")["seconds_per_step"]
-    out["relative"] = out["seconds_per_step"] / out["problem"].map(base)
+    base = out[out["optimizer"] == baseline].set_index("problem")
+    out["relative"] = out["seconds_per_step"] / out["problem"].map(base["seconds_per_step"])
+    out["gpu_hours_relative"] = out["gpu_hours"] / out["problem"].map(base["gpu_hours"])
     return out
 
 
