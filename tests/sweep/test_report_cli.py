@@ -2,6 +2,7 @@
 
 import json
 
+import matplotlib.image
 import pandas as pd
 import pytest
 from tests.report.synthetic import make_sweep, make_vary_sweep
@@ -41,6 +42,13 @@ def test_report_compare_labels_optimizers_by_sweep(tmp_path):
     result = api.report("one", compare=["two"], root=tmp_path, out=tmp_path / "both")
     cost = pd.read_csv(tmp_path / "both" / "cost.csv")
     assert {"one:sgd", "two:pal"} <= set(cost["optimizer"]) and result.index.exists()
+    # One row of panels per compared sweep: twice the height of the same figure of one sweep.
+    alone = api.report("one", root=tmp_path, out=tmp_path / "one_alone")
+    for name in ("box_digits_mlp_penalized", "curves_digits_mlp"):
+        compared = matplotlib.image.imread(tmp_path / "both" / f"{name}.png").shape[0]
+        single = matplotlib.image.imread(tmp_path / "one_alone" / f"{name}.png").shape[0]
+        assert compared == 2 * single, name
+    assert alone.index.exists()
 
 
 def test_export_csv_long_table_and_parquet_without_pyarrow(tmp_path, sweep_cli):

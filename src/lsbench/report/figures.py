@@ -67,20 +67,43 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
+def _by_sweep(optimizers: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The optimizers grouped by sweep when they are labelled ``sweep:optimizer`` (``--compare``: one row of panels
+    per compared sweep, y axes shared by column), in the order given; else one group with no name."""
+    if not optimizers or not all(":" in o for o in optimizers):
+        return [("", list(optimizers))]
+    groups: dict[str, list[str]] = {}
+    for optimizer in optimizers:
+        groups.setdefault(optimizer.split(":", 1)[0], []).append(optimizer)
+    return list(groups.items())
+
+
+def _short(optimizer: str, sweep: str) -> str:
+    return optimizer.removeprefix(f"{sweep}:") if sweep else optimizer
+
+
 def _box(stats: pd.DataFrame, problem: str, convention: str, out: Path) -> Figure:
     mine = stats[stats["problem"] == problem]
-    optimizers = sorted(mine["optimizer"].unique())
-    fig, axes = plt.subplots(1, 3, figsize=(_PAGE_IN, 2.6))
+    groups = _by_sweep(list(dict.fromkeys(mine["optimizer"])))
+    fig, grid = plt.subplots(len(groups), 3, figsize=(_PAGE_IN, 2.6 * len(groups)), squeeze=False, sharey="col")
+    for (sweep, optimizers), axes in zip(groups, grid, strict=True):
+        _box_row(mine, sorted(optimizers), sweep, axes)
+    return _box_caption(mine, problem, convention, fig, out)
+
+
+def _box_row(mine: pd.DataFrame, optimizers: list[str], sweep: str, axes: Sequence[plt.Axes]) -> None:
+    """One row of the box-plot figure: the three metrics of ``optimizers`` (one compared sweep, or all)."""
     for ax, metric in zip(axes, fd.METRICS, strict=True):
         rows = mine[mine["metric"] == metric].set_index("optimizer").reindex(optimizers)
-        finite = [v for col in ("min", "max") for v in rows[col] if math.isfinite(v)]
+        every = mine[mine["metric"] == metric]
+        finite = [v for col in ("min", "max") for v in every[col] if math.isfinite(v)]
         cap = (max(finite) * 1.5 if finite and max(finite) > 0 else 1.0) if metric == "train_loss" else 1.0
         boxes = []
         for optimizer, row in rows.iterrows():
             values = {k: row[k] if math.isfinite(row[k]) else (cap if row[k] > 0 else math.nan) for k in fd.QUARTILES}
             boxes.append(
                 {
-                    "label": optimizer,
+                    "label": _short(str(optimizer), sweep),
                     "whislo": values["min"],
                     "q1": values["p25"],
                     "med": values["median"],
@@ -94,11 +117,14 @@ def _box(stats: pd.DataFrame, problem: str, convention: str, out: Path) -> Figur
             if row["diverged_points"]:
                 ax.annotate(f"{int(row['diverged_points'])}↯", (index, 1.0), xycoords=("data", "axes fraction"),
                             ha="center", va="bottom", fontsize=7, color="firebrick")  # fmt: skip
-        if metric == "train_loss" and any(not math.isfinite(v) for v in rows[list(fd.QUARTILES)].to_numpy().ravel()):
+        if metric == "train_loss" and any(not math.isfinite(v) for v in every[list(fd.QUARTILES)].to_numpy().ravel()):
             ax.axhline(cap, color="firebrick", lw=0.6, ls=":")
-        ax.set_title(_LABELS[metric], fontsize=9)
+        ax.set_title(f"{sweep}: {_LABELS[metric]}" if sweep else _LABELS[metric], fontsize=9)
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
         ax.tick_params(axis="y", labelsize=7)
+
+
+def _box_caption(mine: pd.DataFrame, problem: str, convention: str, fig: plt.Figure, out: Path) -> Figure:
     runs = int(mine.drop_duplicates("optimizer")["runs"].sum())
     diverged = int(mine.drop_duplicates("optimizer")["diverged_points"].sum())
     points = int(mine[mine["metric"] == "val_acc"]["points"].sum())
@@ -117,17 +143,26 @@ def _box(stats: pd.DataFrame, problem: str, convention: str, out: Path) -> Figur
 def _curves(curves: pd.DataFrame, problem: str, metrics: Sequence[str], name: str, title: str, out: Path) -> Figure:
     mine = curves[(curves["problem"] == problem) & curves["metric"].isin(metrics)]
     width = _PAGE_IN if len(metrics) > 1 else _COLUMN_IN
-    fig, axes = plt.subplots(1, len(metrics), figsize=(width, 2.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        for optimizer, line in mine[mine["metric"] == metric].groupby("optimizer", sort=True):
-            drawn = ax.plot(line["step"], line["median"], lw=1.0, label=optimizer)
-            ax.fill_between(line["step"], line["min"], line["max"], alpha=0.2, color=drawn[0].get_color(), lw=0)
-        if metric in ("train_loss", "mean_effective_lr") and (mine.loc[mine["metric"] == metric, "min"] > 0).all():
-            ax.set_yscale("log")
-        ax.set_title(_LABELS.get(metric, metric).removeprefix("final "), fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-        ax.tick_params(labelsize=7)
-    axes[0][-1].legend(fontsize=6, frameon=False)
+    groups = _by_sweep(sorted(mine["optimizer"].unique()))
+    fig, grid = plt.subplots(len(groups), len(metrics), figsize=(width, 2.6 * len(groups)), squeeze=False, sharey="col")
+    # The same optimizer has the same colour in every compared sweep's row.
+    shorts = sorted({_short(o, sweep) for sweep, optimizers in groups for o in optimizers})
+    colours = {short: f"C{index % 10}" for index, short in enumerate(shorts)}
+    for (sweep, optimizers), axes in zip(groups, grid, strict=True):
+        for ax, metric in zip(axes, metrics, strict=True):
+            drawn = mine[(mine["metric"] == metric) & mine["optimizer"].isin(optimizers)]
+            for optimizer, line in drawn.groupby("optimizer", sort=True):
+                colour = colours[_short(optimizer, sweep)]
+                ax.plot(line["step"], line["median"], lw=1.0, label=_short(optimizer, sweep), color=colour)
+                ax.fill_between(line["step"], line["min"], line["max"], alpha=0.2, color=colour, lw=0)
+            positive = (mine.loc[mine["metric"] == metric, "min"] > 0).all()
+            if metric in ("train_loss", "mean_effective_lr") and positive and len(drawn):
+                ax.set_yscale("log")
+            label = _LABELS.get(metric, metric).removeprefix("final ")
+            ax.set_title(f"{sweep}: {label}" if sweep else label, fontsize=9)
+            ax.set_xlabel("step", fontsize=8)
+            ax.tick_params(labelsize=7)
+        axes[-1].legend(fontsize=6, frameon=False)
     seeds = int(mine.groupby(["optimizer"])["seeds"].max().sum()) if len(mine) else 0
     caption = (
         f"{title} on {problem}: median over the seeds of each optimizer's best configuration (highest mean "

@@ -486,7 +486,8 @@ def report(
     """Write the sweep's report into ``out`` (default: its ``reports/``): every figure as PNG, PDF and CSV, the
     Table A.1 summary under both divergence conventions as CSV, and a self-contained ``index.html``.
 
-    With ``compare``, the other sweeps' runs are drawn side by side, their optimizers labelled ``sweep:optimizer``.
+    With ``compare``, the other sweeps' runs are drawn side by side (box plots and curves: one row of panels per
+    sweep), their optimizers labelled ``sweep:optimizer`` elsewhere.
     Works on unfinished sweeps (the page says how many runs have not finished) and counts failed and diverged runs.
     """
     import pandas as pd
