@@ -279,7 +279,8 @@ def test_quoted_paths_with_spaces_quotes_semicolons_and_substitutions_reach_slur
 
 
 def cancel_scenario(env, name: str, *, with_sweep_cancel: bool) -> dict:
-    grid = env.grid(name, lrs=[0.1], seeds=[1, 2, 3], steps=1500, eval_every=100)
+    # Long enough (seconds) that a status poll sees the first run running before it would finish.
+    grid = env.grid(name, lrs=[0.1], seeds=[1, 2, 3], steps=20_000, eval_every=2_000)
     submitted = env.run("submit", str(grid), "--profile", str(env.profile(max_concurrent_runs=1)))
     assert submitted.returncode == 0, submitted.stderr
     [array] = env.jobs(name)["arrays"]
