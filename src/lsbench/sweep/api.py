@@ -451,7 +451,8 @@ def write_export(name: str, fmt: str, *, out: str | Path | None = None, root: st
         try:
             import pyarrow  # noqa: F401
         except ImportError:
-            raise BadInput("--format parquet needs pyarrow (pip install pyarrow); --format csv needs nothing") from None
+            hint = "pip install 'lsbench[parquet]'"
+            raise BadInput(f"--format parquet needs pyarrow ({hint}); --format csv needs nothing") from None
     table = export(name, root=root)
     path = Path(out) if out is not None else open_sweep(root, name).reports / f"metrics.{fmt}"
     path.parent.mkdir(parents=True, exist_ok=True)
