@@ -115,6 +115,13 @@ def test_aggregate_text_fits_120_columns_and_shows_the_numbers(trained, sweep_cl
     assert written.startswith("written: ") and "summary.tex" in written  # paths: as long as they are
 
 
+def test_aggregate_in_a_log_file_is_laid_out_for_120_columns_not_wrapped_at_80(trained, sweep_cli, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    shown = sweep_cli(trained[0], "aggregate", "tiny")
+    *tables, _written = shown.stdout.splitlines()
+    assert 80 < max(len(line) for line in tables) <= 120
+
+
 def test_list_json(trained, sweep_cli):
     listing = run_json(sweep_cli, trained[0], "list")
     assert set(listing) == {"root", "sweeps"}

@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from lsbench.report import TEXT_WIDTH
 from lsbench.sweep import api
 from lsbench.sweep.backends import BACKENDS, BackendError, BackendInputError
 from lsbench.sweep.layout import sweep_root
@@ -48,7 +50,11 @@ def _console() -> Console:
     """A rich console on stdout: styled and redrawn in place on a terminal, plain text in a file or pipe."""
     from rich.console import Console
 
-    return Console(force_terminal=sys.stdout.isatty(), highlight=False, markup=False, emoji=False)
+    terminal = sys.stdout.isatty()
+    # A log file or pipe has no width of its own: rich would assume 80 columns and wrap the tables, which are laid
+    # out for 120 (what the files under reports/ hold in full). $COLUMNS still wins where it is set.
+    width = None if terminal or os.environ.get("COLUMNS") else TEXT_WIDTH
+    return Console(force_terminal=terminal, width=width, highlight=False, markup=False, emoji=False)
 
 
 def _finite(value: Any) -> Any:
