@@ -16,8 +16,6 @@ from pathlib import Path
 import pytest
 from tests import paths
 
-pytest.importorskip("setuptools", reason="building the wheel without isolation needs setuptools")
-
 
 def run(*command: str | Path, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([str(part) for part in command], cwd=cwd, env=env, capture_output=True, text=True)
@@ -29,7 +27,8 @@ def installed(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
     base = tmp_path_factory.mktemp("installed")
     source = base / "source"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "*.pyc")
-    for folder in ("src", "jobs"):  # jobs/: the packaged job entry is a link to jobs/lsbench-job.sh
+    # jobs/ and containers/: the packaged job entry and container definition are links into them.
+    for folder in ("src", "jobs", "containers"):
         shutil.copytree(paths.REPO / folder, source / folder, symlinks=True, ignore=ignore)
     for file in ("pyproject.toml", "README.md"):
         shutil.copy2(paths.REPO / file, source / file)
@@ -99,3 +98,13 @@ def test_lsbench_data_check_runs_installed(installed):
     done = run(bin_dir / "lsbench", "data", "check", "cifar10", "digits", cwd=work, env=env)
     assert done.returncode == 1  # CIFAR-10 is not in the (empty) default data directory
     assert f"data directory: {env['HOME']}/.lsbench/data" in done.stdout and "digits" in done.stdout
+
+
+def test_image_check_lints_the_shipped_definition_and_build_asks_for_a_checkout(installed):
+    bin_dir, work, env = installed
+    checked = run(bin_dir / "sweep", "image", "check", cwd=work, env=env)
+    assert checked.returncode == 0, checked.stderr
+    assert "site-packages/lsbench/sweep/container/lsbench.def: ok" in checked.stdout
+    built = run(bin_dir / "sweep", "image", "build", "--dry-run", cwd=work, env=env)
+    assert built.returncode == 2 and built.stdout == ""
+    assert len(built.stderr.splitlines()) == 1 and "needs a checkout of lsbench" in built.stderr

@@ -52,10 +52,31 @@ __all__ = [
     "parse_definition",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
-DEFAULT_DEFINITION = REPO_ROOT / "containers" / "lsbench.def"
-DEFAULT_OUTPUT = REPO_ROOT / "build" / "lsbench.sif"
+CHECKOUT_DEFINITION = Path("containers") / "lsbench.def"
+PACKAGED_DEFINITION = Path(__file__).resolve().with_name("container") / "lsbench.def"
+"""The shipped definition file (package data; in a checkout a link to containers/lsbench.def)."""
 WHEEL_DIR = "build/image"
+OUTPUT = "build/lsbench.sif"
+
+
+def default_definition() -> Path:
+    """``containers/lsbench.def`` of the checkout in the working directory, else the one that ships with lsbench."""
+    return CHECKOUT_DEFINITION if CHECKOUT_DEFINITION.is_file() else PACKAGED_DEFINITION
+
+
+def checkout_of(definition: Path) -> Path:
+    """The lsbench checkout a definition file belongs to (its ``%files`` are paths relative to the checkout, and
+    the wheel is built from it). Raises :class:`DefinitionError` when ``definition`` is not in one."""
+    checkout = definition.resolve().parent.parent
+    if not (checkout / "pyproject.toml").is_file() or not (checkout / "src" / "lsbench").is_dir():
+        raise DefinitionError(
+            str(definition),
+            None,
+            "building an image needs a checkout of lsbench (containers/lsbench.def in it): its %files are paths "
+            "of the checkout, and the wheel is built from it",
+        )
+    return checkout
+
 
 AGENTS = (
     "docker", "oras", "localimage", "scratch", "library", "shub", "oci", "oci-archive", "docker-daemon",
@@ -242,12 +263,12 @@ def check_definition(path: str | Path, *, syntax_only: bool = False) -> Definiti
 # -- build ----------------------------------------------------------------------------------------------------
 
 
-def build_wheel(out_dir: Path) -> Path:
-    """Build the lsbench wheel of this checkout into ``out_dir``; return its path."""
+def build_wheel(checkout: Path, out_dir: Path) -> Path:
+    """Build the lsbench wheel of ``checkout`` into ``out_dir``; return its path."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for old in out_dir.glob("lsbench-*.whl"):
         old.unlink()
-    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out_dir), str(REPO_ROOT)]
+    command = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out_dir), str(checkout)]
     subprocess.run(command, check=True)
     wheels = sorted(out_dir.glob("lsbench-*.whl"))
     if len(wheels) != 1:
@@ -273,12 +294,13 @@ def build_command(runtime: str, definition: Path, output: Path, wheel_name: str)
 
 
 def cmd_image_check(args: argparse.Namespace) -> int:
-    definition = check_definition(args.definition, syntax_only=args.syntax_only)
+    path = args.definition or default_definition()
+    definition = check_definition(path, syntax_only=args.syntax_only)
     agent = definition.header["bootstrap"][1]
     base = definition.header.get("from", (0, ""))[1]
     if args.json:
         report = {
-            "definition": str(args.definition),
+            "definition": str(path),
             "ok": True,
             "bootstrap": agent,
             "from": base or None,
@@ -288,19 +310,20 @@ def cmd_image_check(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
     sections = ", ".join(f"%{name}" for name in definition.sections)
-    print(f"{args.definition}: ok (Bootstrap {agent}{' ' + base if base else ''}; {sections})")
+    print(f"{path}: ok (Bootstrap {agent}{' ' + base if base else ''}; {sections})")
     return 0
 
 
 def cmd_image_build(args: argparse.Namespace) -> int:
-    definition = Path(args.definition).resolve()
+    definition = (args.definition or default_definition()).resolve()
     check_definition(definition)
-    output = Path(args.output).resolve()
+    checkout = checkout_of(definition)
+    output = Path(args.output).resolve() if args.output else checkout / OUTPUT
     runtime = args.apptainer
     if not args.dry_run and shutil.which(runtime) is None:
         print(f"sweep: error: {runtime} is not on PATH (build where Apptainer >= 1.2 is installed)", file=sys.stderr)
         return 1
-    wheel_dir = REPO_ROOT / WHEEL_DIR
+    wheel_dir = checkout / WHEEL_DIR
     if args.wheel:
         wheel = Path(args.wheel).resolve()
         if not wheel.is_file() or not wheel.name.endswith(".whl"):
@@ -311,18 +334,18 @@ def cmd_image_build(args: argparse.Namespace) -> int:
     command = build_command(runtime, definition, output, wheel.name)
     if args.dry_run:
         print(f"would build the wheel into {wheel_dir}" if not args.wheel else f"would use {wheel}")
-        print(f"cd {shlex.quote(str(REPO_ROOT))} && {shlex.join(command)}")
+        print(f"cd {shlex.quote(str(checkout))} && {shlex.join(command)}")
         return 0
     if args.wheel:
         wheel_dir.mkdir(parents=True, exist_ok=True)
         if wheel.parent != wheel_dir:
             shutil.copy2(wheel, wheel_dir / wheel.name)
     else:
-        wheel = build_wheel(wheel_dir)
+        wheel = build_wheel(checkout, wheel_dir)
         command = build_command(runtime, definition, output, wheel.name)
     output.parent.mkdir(parents=True, exist_ok=True)
     print(f"$ {shlex.join(command)}", flush=True)
-    done = subprocess.run(command, cwd=REPO_ROOT)
+    done = subprocess.run(command, cwd=checkout)
     if done.returncode != 0:
         print(f"sweep: error: {runtime} build exited with {done.returncode}", file=sys.stderr)
         return 1
@@ -357,14 +380,15 @@ def add_image_commands(subparsers: argparse._SubParsersAction) -> None:
     image.set_defaults(handler=usage)
 
     check = commands.add_parser("check", help="lint an Apptainer definition file (exit 2 with the first problem)")
-    check.add_argument("definition", nargs="?", default=str(DEFAULT_DEFINITION), help="default containers/lsbench.def")
+    shown = "default: ./containers/lsbench.def, else the shipped one"
+    check.add_argument("definition", nargs="?", type=Path, default=None, help=shown)
     check.add_argument("--syntax-only", action="store_true", help="skip the worker-image policy rules")
     check.add_argument("--json", action="store_true", help="print the result as JSON (a failed lint: exit 2, stderr)")
     check.set_defaults(handler=_check_and_report(cmd_image_check))
 
     build = commands.add_parser("build", help="build the worker image with apptainer build --fakeroot")
-    build.add_argument("definition", nargs="?", default=str(DEFAULT_DEFINITION), help="default containers/lsbench.def")
-    build.add_argument("--output", default=str(DEFAULT_OUTPUT), help="the image file (default build/lsbench.sif)")
+    build.add_argument("definition", nargs="?", type=Path, default=None, help=f"{shown} (in a checkout)")
+    build.add_argument("--output", default=None, help=f"the image file (default: {OUTPUT} in the checkout)")
     build.add_argument("--wheel", default=None, help="use this lsbench wheel instead of building one")
     build.add_argument("--apptainer", default="apptainer", choices=("apptainer", "singularity"))
     build.add_argument("--dry-run", action="store_true", help="print the commands; build nothing")
