@@ -26,7 +26,7 @@ import sqlalchemy
 from lsbench.report import aggregate, format_table, write_reports
 from lsbench.runs import RunSpec
 from lsbench.store import Store
-from lsbench.sweep.cli import sweep_outcomes
+from lsbench.sweep.api import sweep_outcomes
 
 PROBLEMS = ("cifar10_resnet32", "cifar100_resnet32")
 OPTIMIZERS = ("sgd", "adam", "rmsprop", "pal", "sls")

@@ -38,7 +38,7 @@ import platform
 import statistics
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -51,6 +51,7 @@ from lsbench.problems import build_problem
 from lsbench.problems.models import build_model
 from lsbench.train.device import device_metadata
 from lsbench.train.precision import PRECISIONS, closure_factory, imitate_tf32, numerics
+from optim_overhead import timed  # a script beside this one (benchmarks/ is on the path)
 
 WEIGHT_DECAY = 1e-4
 NEAR, FAR = 1.77e-4, 0.01
@@ -70,19 +71,6 @@ class Settings:
     sync_steps: int
     curvature_batches: int
     labpal_batches: int  # LABPAL's measurement batches (approximation_batch_size / batch)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(device: torch.device, work: Callable[[], None]) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    work()
-    synchronize(device)
-    return time.perf_counter() - start
 
 
 class ScalarReads(TorchDispatchMode):

@@ -20,13 +20,13 @@ import random
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import matplotlib
 import pandas
 import sqlalchemy
 
+from aggregate_store import timed  # a script beside this one (benchmarks/ is on the path)
 from lsbench.runs import RunSpec
 from lsbench.store import Store
 from lsbench.sweep import api
@@ -68,12 +68,6 @@ def fill(root: Path, runs: int, points: int) -> None:
         status = "completed" if rng.random() > 0.05 else "diverged"
         store.set_run_status(spec.run_id, status, summary={**final, "seconds": 3600 * rng.random()}, step=150_000)
     store.close()
-
-
-def timed(work) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
 
 
 def main() -> None:

@@ -218,28 +218,24 @@ class CancelResult:
 
 @dataclass(frozen=True)
 class SweepListing:
-    """One sweep under the root, as ``sweep list`` shows it."""
+    """One sweep under the root, as ``sweep list`` shows it: its status, backend and whether work is left there."""
 
-    name: str
+    status: SweepStatus
     backend: str
-    counts: dict[str, int]
     active: bool  # the backend still has work of this sweep queued or running
 
     @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    @property
-    def finished(self) -> int:
-        return sum(count for state, count in self.counts.items() if state in FINISHED)
+    def name(self) -> str:
+        return self.status.name
 
     def to_json(self) -> dict[str, Any]:
+        status = self.status
         return {
-            "sweep": self.name,
+            "sweep": status.name,
             "backend": self.backend,
-            "total": self.total,
-            "finished": self.finished,
-            "counts": self.counts,
+            "total": status.total,
+            "finished": status.finished,
+            "counts": status.counts,
             "active": self.active,
         }
 
@@ -604,8 +600,8 @@ def list_sweeps(root: str | Path | None = None) -> list[SweepListing]:
         sweep = SweepDir(path)
         backend = backend_of(sweep)
         with open_store(sweep) as store:
-            counts = sweep_status(store, sweep.name, vouched=backend.vouched(sweep)).counts
-        listings.append(SweepListing(sweep.name, backend.name, counts, backend.active(sweep)))
+            snapshot = sweep_status(store, sweep.name, vouched=backend.vouched(sweep))
+        listings.append(SweepListing(snapshot, backend.name, backend.active(sweep)))
     return listings
 
 

@@ -260,7 +260,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(f"no sweeps under {sweep_root(args.root)}")
     for sweep in sweeps:
         running = "active" if sweep.active else "idle"
-        print(f"{sweep.name:<32}{sweep.finished:>6}/{sweep.total:<6} finished   {running}")
+        print(f"{sweep.name:<32}{sweep.status.finished:>6}/{sweep.status.total:<6} finished   {running}")
     return EXIT_OK
 
 
