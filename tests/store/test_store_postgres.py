@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import timezone
+from datetime import UTC
 
 import pytest
 from sqlalchemy import create_engine
@@ -61,7 +61,7 @@ def test_round_trip_on_postgres(pg_url: str) -> None:
         store.set_run_status(rid, "diverged", step=20, diverged_at_step=20, summary={"train_loss": math.inf})
         run = store.get_run(rid)
         assert run.status == "diverged" and run.summary == {"train_loss": math.inf}
-        assert run.updated_at.tzinfo == timezone.utc
+        assert run.updated_at.tzinfo == UTC
 
         versions = {"torch": "2.5"}
         for _ in range(2):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import event
@@ -182,11 +182,11 @@ def test_attempts_of_unknown_runs_and_attempts(store: Store, make_spec) -> None:
 
 
 def test_timestamps_are_utc(store: Store, make_spec) -> None:
-    t0 = datetime.now(timezone.utc).replace(microsecond=0)
+    t0 = datetime.now(UTC).replace(microsecond=0)
     store.add_runs("demo", [make_spec(run_id="6" * 16)])
     run = store.get_run("6" * 16)
-    assert run.updated_at.tzinfo == timezone.utc
-    assert t0 <= run.updated_at <= datetime.now(timezone.utc)
+    assert run.updated_at.tzinfo == UTC
+    assert t0 <= run.updated_at <= datetime.now(UTC)
 
 
 def test_concurrent_add_runs_keep_indices_unique_and_dense(store: Store, make_spec) -> None:

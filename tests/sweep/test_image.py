@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import tomllib
 
 import pytest
 from tests import paths
@@ -85,3 +87,13 @@ def test_build_lints_then_runs_apptainer_build_fakeroot_and_records_the_digest(t
 def test_build_refuses_a_broken_definition_before_building(tmp_path, capsys):
     code, _out, err = sweep(capsys, "image", "build", str(broken(tmp_path, "%test\n", "%help\n")), "--dry-run")
     assert code == 2 and "no %test section" in err
+
+
+def test_the_image_installs_every_dependency_of_the_wheel():
+    """The wheel goes in with --no-deps, so requirements.txt must name every dependency the base image lacks."""
+    project = tomllib.loads((paths.REPO / "pyproject.toml").read_text())["project"]
+    wanted = {re.split(r"[<>=!~\[; ]", spec, maxsplit=1)[0].lower() for spec in project["dependencies"]}
+    lines = (paths.REPO / "containers" / "requirements.txt").read_text().splitlines()
+    pinned = {re.split(r"[<>=!~\[; ]", line, maxsplit=1)[0].lower() for line in lines if line and line[0] != "#"}
+    in_base_image = {"torch", "torchvision", "numpy"}
+    assert sorted(wanted - in_base_image - pinned) == []

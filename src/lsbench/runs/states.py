@@ -29,7 +29,7 @@ __all__ = [
 ]
 
 
-class RunState(str, Enum):
+class RunState(str, Enum):  # noqa: UP042 -- kept: StrEnum would change what str() and f-strings print
     """One state of a run or attempt; the value is what the store keeps."""
 
     PLANNED = "planned"

@@ -32,7 +32,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -177,7 +177,7 @@ def _apply(store: Any, record: dict[str, Any]) -> None:
         store.start_attempt(run_id, **record)
     elif op == "heartbeat":
         at = record.get("at")  # lines written before heartbeats carried their time have none
-        when = None if at is None else datetime.fromtimestamp(at, timezone.utc)
+        when = None if at is None else datetime.fromtimestamp(at, UTC)
         store.heartbeat(run_id, record["attempt_id"], record["step"], at=when)
     elif op == "end_attempt":
         store.end_attempt(run_id, **record)

@@ -17,7 +17,7 @@ import socket
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -144,7 +144,7 @@ def _settle_lost_run(store: Store, run: RunRow, stale_after: float) -> RunRow:
     last = max(attempts, key=lambda attempt: attempt.started_at)
     if last.status != "running":
         return run
-    silent = (datetime.now(timezone.utc) - (last.heartbeat_at or last.started_at)).total_seconds()
+    silent = (datetime.now(UTC) - (last.heartbeat_at or last.started_at)).total_seconds()
     dead_here = last.host == socket.gethostname() and not _alive(last.pid)
     if not dead_here and silent <= stale_after:
         return run

@@ -47,7 +47,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -585,7 +585,7 @@ class SlurmBackend:
         elements = {key: ElementState(*value, source=source) for key, value in snapshot["elements"].items()}
         placements = records.placements()
         known_arrays = {key.split("_")[0] for key in elements}
-        asked = datetime.fromtimestamp(snapshot["time"], timezone.utc)
+        asked = datetime.fromtimestamp(snapshot["time"], UTC)
         now = time.time()
         notes: dict[str, str] = {}
         for row in store.sweep_runs(sweep.name):
