@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import command
@@ -27,7 +27,7 @@ OLD_RUNS = [
 
 def _write_revision_0001_store(url: str) -> None:
     engine = create_store_engine(url)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     with engine.begin() as conn:
         command.upgrade(alembic_config(connection=conn), "0001")
         conn.execute(
@@ -60,11 +60,12 @@ def test_upgrade_recovers_every_identity_field_and_the_ids_recompute(db_url: str
 
 def test_upgrade_from_0003_gives_existing_runs_the_fp32_precision_and_keeps_their_ids(db_url: str) -> None:
     engine = create_store_engine(db_url)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     old = RunSpec.create("digits_mlp", "sgd", {"lr": 0.1}, seed=3, split="labpal")
     with engine.begin() as conn:
         command.upgrade(alembic_config(connection=conn), "0003")
-        columns = [name for name in old.to_dict() if name != "precision"]
+        later = ("precision", "linescan")  # added by revisions after 0003
+        columns = [name for name in old.to_dict() if name not in later]
         runs = sa.table(
             "runs",
             *(sa.column(name) for name in columns if name != "hparams"),
@@ -74,7 +75,7 @@ def test_upgrade_from_0003_gives_existing_runs_the_fp32_precision_and_keeps_thei
             sa.column("updated_at", UTCDateTime),
             sa.column("status"),
         )
-        identity = {name: value for name, value in old.to_dict().items() if name != "precision"}
+        identity = {name: value for name, value in old.to_dict().items() if name not in later}
         conn.execute(sa.insert(runs).values(**identity, summary={}, status="planned", created_at=now, updated_at=now))
     engine.dispose()
     with Store(db_url) as store:  # opening upgrades in place
@@ -85,3 +86,10 @@ def test_upgrade_from_0003_gives_existing_runs_the_fp32_precision_and_keeps_thei
         store.upsert_sweep("new", "h", "", "/tmp/new", "local")
         store.add_runs("new", [bf16])
         assert store.get_run(bf16.run_id).spec.precision == "bf16" and bf16.run_id != old.run_id
+        assert row.spec.linescan == {} and row.arrays is None
+        scan = RunSpec.create("digits_mlp", "sgd", {"lr": 0.1}, seed=3, split="labpal", kind="linescan")
+        store.add_runs("new", [scan])
+        store.set_run_status(scan.run_id, "running", arrays="/shared/runs/x/lines.zarr")
+        stored = store.get_run(scan.run_id)
+        assert stored.spec == scan and stored.spec.linescan["resolution"] == 0.006
+        assert stored.arrays == "/shared/runs/x/lines.zarr" and scan.run_id != old.run_id

@@ -61,6 +61,9 @@ EXPECTED: dict[str, tuple[list[str], dict[str, int], int]] = {
     "labpal_batch8": (NOISE_PROBLEMS, dict.fromkeys(LABPAL_COMPARED, 1), 3),
     "labpal_sensitivity_sgd": (NOISE_PROBLEMS, {"labpal_sgd": LABPAL_SENSITIVITY}, 3),
     "labpal_sensitivity_nsgd": (NOISE_PROBLEMS, {"labpal_nsgd": LABPAL_SENSITIVITY}, 3),
+    # Chapter 5 line analysis: SGD with momentum 0 and 0.9.
+    "lines_digits": (["digits_mlp"], {"sgd": 2}, 1),
+    "lines_cifar10small": (["cifar10small_resnet20"], {"sgd": 2}, 1),
 }
 TOTALS = {  # the runs each grid's header comment states
     "pal_cifar10": 1128,

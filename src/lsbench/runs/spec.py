@@ -15,9 +15,9 @@ a store migration):
 Hyperparameters are fully resolved (every registry default filled in, see :func:`lsbench.sweep.grid.resolve_point`),
 so writing a default explicitly or leaving it out is the same run, and a run shared by two grids is one run.
 
-Fields declared *implicit* (``split``, ``kind``, ``precision``) enter the identity only when they differ from their
-default. They were added after runs had been recorded; leaving a default value out of the hash keeps the ids of those
-runs, and a run with another value can never share an id with one on the default.
+Fields declared *implicit* (``split``, ``kind``, ``precision``, ``linescan``) enter the identity only when they differ
+from their default. They were added after runs had been recorded; leaving a default value out of the hash keeps the
+ids of those runs, and a run with another value can never share an id with one on the default.
 
 This module imports no torch: the login-node commands read plans and rows through it. :meth:`RunSpec.create` and
 :meth:`RunSpec.train_config` import the registries and the trainer when called.
@@ -48,12 +48,15 @@ __all__ = [
     "TRAINING_FIELDS",
     "RunSpec",
     "canonical_json",
+    "field_default",
     "implicit_default",
     "run_id_of",
 ]
 
-KINDS = ("train",)
-"""What a run does: ``train`` trains a problem with an optimizer and evaluates it on a schedule."""
+KINDS = ("train", "linescan")
+"""What a run does: ``train`` trains a problem with an optimizer and evaluates it on a schedule; ``linescan`` trains
+the same way and also measures the full-batch loss along the update direction of every (k-th) step, the Chapter 5
+measurement (:mod:`lsbench.lines`; its settings are the run's ``linescan`` field)."""
 DEFAULT_KIND = "train"
 
 SPLITS = ("default", "labpal")
@@ -112,6 +115,8 @@ class RunSpec:
         split: train/validation split rule (:data:`SPLITS`).
         kind: what the run does (:data:`KINDS`).
         precision: numerics of the training passes (:data:`PRECISIONS`).
+        linescan: a linescan run's measurement, every setting filled in
+            (:func:`lsbench.lines.settings.resolve_scan`); empty for every other kind.
     """
 
     run_id: str = field(metadata=_identity(64))
@@ -134,6 +139,7 @@ class RunSpec:
             8, implicit=True, choices=PRECISIONS, setting="training", help="numerics of the training passes"
         ),
     )
+    linescan: dict[str, Any] = field(default_factory=dict, metadata=_identity(implicit=True))
 
     def __hash__(self) -> int:
         return hash(self.run_id)
@@ -143,7 +149,7 @@ class RunSpec:
         return {
             f.name: getattr(self, f.name)
             for f in _HASHED
-            if not (f.metadata["implicit"] and getattr(self, f.name) == f.default)
+            if not (f.metadata["implicit"] and getattr(self, f.name) == field_default(f))
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -164,10 +170,11 @@ class RunSpec:
         unknown = sorted(str(key) for key in data if key not in _TYPES)
         if unknown:
             raise ValueError(f"unknown run fields: {', '.join(unknown)}")
-        missing = [f.name for f in _HASHED if f.default is dataclasses.MISSING and f.name not in data]
+        missing = [f.name for f in _HASHED if field_default(f) is dataclasses.MISSING and f.name not in data]
         if missing:
             raise ValueError(f"missing run fields: {', '.join(missing)}")
         values = {name: _checked(name, value) for name, value in data.items() if name != "run_id"}
+        values["linescan"] = _kind_settings(values.get("kind", DEFAULT_KIND), values.get("linescan", {}))
         spec = cls(run_id="", **values)
         run_id = run_id_of(spec.identity())
         if data.get("run_id") is not None and data["run_id"] != run_id:
@@ -189,6 +196,7 @@ class RunSpec:
         split: str = DEFAULT_SPLIT,
         kind: str = DEFAULT_KIND,
         precision: str = DEFAULT_PRECISION,
+        linescan: Mapping[str, Any] | None = None,
     ) -> RunSpec:
         """A run from partial settings: the problem's defaults for every setting left None, every hyperparameter
         default filled in, the id computed.
@@ -212,6 +220,7 @@ class RunSpec:
             "split": split,
             "kind": kind,
             "precision": precision,
+            "linescan": dict(linescan or {}),
         }
         return cls.from_dict(values)
 
@@ -236,7 +245,29 @@ TRAINING_FIELDS: tuple[dataclasses.Field[Any], ...] = tuple(f for f in _FIELDS i
 def implicit_default(name: str, value: Any) -> bool:
     """Whether ``value`` of field ``name`` is left out of identities (an implicit field at its default)."""
     f = next(f for f in _FIELDS if f.name == name)
-    return bool(f.metadata["implicit"]) and value == f.default
+    return bool(f.metadata["implicit"]) and value == field_default(f)
+
+
+def field_default(f: dataclasses.Field[Any]) -> Any:
+    """A field's default value (made by its factory for mutable ones), or ``dataclasses.MISSING``."""
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return f.default
+
+
+def _kind_settings(kind: str, settings: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``linescan`` field for a run of ``kind``: a linescan run's settings resolved (defaults filled in, so an
+    explicit default is the same run), nothing for any other kind."""
+    if kind == "linescan":
+        from lsbench.lines.settings import resolve_scan
+
+        try:
+            return resolve_scan(settings)
+        except ValueError as error:
+            raise ValueError(f"linescan: {error}") from None
+    if settings:
+        raise ValueError(f"linescan: settings given for a run of kind {kind!r}; only linescan runs take them")
+    return {}
 
 
 _TYPES: dict[str, Any] = get_type_hints(RunSpec)

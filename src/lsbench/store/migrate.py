@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - not POSIX
 
 MIGRATIONS_DIR = Path(__file__).resolve().with_name("migrations")
 
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 """The head revision of ``migrations/versions`` (the schema this version of lsbench expects)."""
 
 VERSION_TABLE = "alembic_version"

@@ -30,6 +30,7 @@ class RunRow(RunSpec):
     diverged_at_step: int | None
     summary: dict[str, float]
     updated_at: datetime  # UTC, timezone-aware
+    arrays: str | None = None  # where the run's measured arrays lie (linescan runs), see lsbench.lines.arrays
 
     __hash__ = RunSpec.__hash__
 

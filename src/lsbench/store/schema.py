@@ -20,7 +20,7 @@ Timestamps are UTC; JSON columns use the generic :class:`sqlalchemy.JSON` type (
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, get_type_hints
 
 from sqlalchemy import (
@@ -40,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from lsbench.runs.spec import IDENTITY_FIELDS, RunSpec
+from lsbench.runs.spec import IDENTITY_FIELDS, RunSpec, canonical_json, field_default
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -68,15 +68,15 @@ class UTCDateTime(TypeDecorator[datetime]):
             return None
         if value.tzinfo is None:
             raise ValueError(f"naive datetime {value!r}: the store only takes timezone-aware datetimes")
-        value = value.astimezone(timezone.utc)
+        value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 sweeps = Table(
@@ -101,7 +101,12 @@ def _identity_columns() -> list[Column[Any]]:
     for f in IDENTITY_FIELDS:
         python_type = types[f.name]
         column_type: Any = {str: String(f.metadata["max_length"]), int: Integer, float: Float}.get(python_type, JSON)
-        default = {"server_default": f.default} if f.metadata["implicit"] else {}
+        value = field_default(f)
+        default = (
+            {"server_default": canonical_json(value) if isinstance(value, dict) else value}
+            if f.metadata["implicit"]
+            else {}
+        )
         columns.append(Column(f.name, column_type, primary_key=f.name == "run_id", nullable=False, **default))
     return columns
 
@@ -118,6 +123,8 @@ runs = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # The attempt that holds the run (Store.start_attempt with a claim); stays after it ends.
     Column("claim", String(128), nullable=True),
+    # Where the run's measured arrays lie (a linescan run's zarr group); null for runs without.
+    Column("arrays", Text, nullable=True),
 )
 """Identity columns (:data:`lsbench.runs.spec.IDENTITY_FIELDS`), then the run's state."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from types import TracebackType
 from typing import Any
@@ -34,7 +34,7 @@ _ATTEMPT_RUNNING = "running"
 
 
 def _now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def _metric_value(value: Any) -> float | None:
@@ -236,6 +236,7 @@ class Store:
             diverged_at_step=m["diverged_at_step"],
             summary=_decode_summary(m["summary"]),
             updated_at=m["updated_at"],
+            arrays=m["arrays"],
         )
 
     @retried
@@ -267,9 +268,11 @@ class Store:
         step: int | None = None,
         diverged_at_step: int | None = None,
         summary: Mapping[str, float] | None = None,
+        arrays: str | None = None,
         end_attempt: Sequence[Any] | None = None,
     ) -> None:
-        """Set the run's status; ``step``, ``diverged_at_step`` and ``summary`` are changed only when given.
+        """Set the run's status; ``step``, ``diverged_at_step``, ``summary`` and ``arrays`` (where the run's
+        measured arrays lie) are changed only when given.
 
         A given ``summary`` replaces the stored one (non-finite values round-trip). ``end_attempt=(attempt_id,
         exit_code)`` also ends that attempt with the same status in the same transaction, so a worker killed at any
@@ -283,6 +286,8 @@ class Store:
             values["diverged_at_step"] = int(diverged_at_step)
         if summary is not None:
             values["summary"] = _encode_summary(summary)
+        if arrays is not None:
+            values["arrays"] = arrays
         with self._writer.begin() as conn:
             result = conn.execute(update(schema.runs).where(schema.runs.c.run_id == run_id).values(**values))
             if result.rowcount == 0:

@@ -42,6 +42,12 @@ forward-pass equivalents with a backward pass ≈ 2 forward passes, so a plain s
 **Evaluation:** every ``eval_every`` steps and at the end, the validation and test splits are evaluated
 (forward only, 1/3 of a step per batch): :data:`EVAL_SAMPLES` images per evaluation.
 
+**Line measurements** (``linescan`` runs): every measured line evaluates the measured data set at every step size,
+forward only: ``lines · step sizes · samples / batch · FORWARD_FRACTION · step`` seconds on top of the training.
+The samples are the setting's subset, else :data:`DATASET_TRAIN_SAMPLES` of the problem's dataset (the validation
+set is taken to be as large). The thesis' measurement (10,000 lines of 167 x 4,000 ResNet-20 inferences) comes
+out at about 7 days on the 1080 Ti by this model; the thesis took "almost three weeks" with its data loaders.
+
 GPU-hours of a run are its seconds / 3600 times the GPUs it reserves (``resources.gpus_per_run``).
 """
 
@@ -56,6 +62,7 @@ from lsbench.problems import PROBLEMS
 
 __all__ = [
     "DATASET_EVAL_SAMPLES",
+    "DATASET_TRAIN_SAMPLES",
     "DEFAULT_STEP_SECONDS",
     "EVAL_SAMPLES",
     "FORWARD_FRACTION",
@@ -65,6 +72,7 @@ __all__ = [
     "STEP_SECONDS",
     "optimizer_factor",
     "run_seconds",
+    "scan_seconds",
     "step_seconds",
     "training_steps",
 ]
@@ -121,6 +129,9 @@ EVAL_SAMPLES: dict[str, int] = {
     "synthetic_mlp": 1_000,
 }
 """Validation + test images evaluated at every evaluation point (default split; the LABPAL split has 20,000)."""
+
+DATASET_TRAIN_SAMPLES: dict[str, int] = {"digits": 1_197, "cifar10small": 4_000, "cifar10": 45_000, "cifar100": 45_000}
+"""Training-set sizes of the datasets line measurements are usually run on (others count 10,000)."""
 
 DATASET_EVAL_SAMPLES: dict[str, int] = {
     "cifar10": 15_000,
@@ -200,3 +211,17 @@ def _run_seconds(problem: str, optimizer: str, trained: int, eval_every: int, ba
         samples = 20_000
     eval_seconds = samples / batch_size * FORWARD_FRACTION * step
     return step * optimizer_factor(optimizer) * trained + evaluations * eval_seconds
+
+
+def scan_seconds(problem: str, steps: int, batch_size: int, linescan: Mapping[str, Any]) -> float:
+    """Estimated seconds of the line measurements of a linescan run (``linescan``: its resolved settings; empty for
+    other runs, which measure nothing) on :data:`REFERENCE_GPU`."""
+    if not linescan:
+        return 0.0
+    from lsbench.lines.settings import ScanSettings
+
+    settings = ScanSettings(**linescan)
+    spec = PROBLEMS.get(problem)
+    samples = settings.samples or DATASET_TRAIN_SAMPLES.get(spec.dataset if spec else "", 10_000)
+    inferences = steps // settings.every * len(settings.step_sizes) * samples
+    return inferences / batch_size * FORWARD_FRACTION * step_seconds(problem, batch_size)

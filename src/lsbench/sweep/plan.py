@@ -23,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from lsbench.runs.spec import DEFAULT_KIND, RunSpec, canonical_json, implicit_default, run_id_of
+from lsbench.runs.spec import RunSpec, canonical_json, implicit_default, run_id_of
 from lsbench.sweep import costs
 from lsbench.sweep.grid import Grid, GridError
 
@@ -108,7 +108,13 @@ def _expand(grid: Grid) -> list[RunSpec]:
         for optimizer, og in grid.optimizers.items():
             # The section's budget/training overrides, else the grid's (Grid.settings).
             budget, training = grid.settings(optimizer, problem)
-            settings = {"steps": budget.steps, "eval_every": budget.eval_every, **training.values, "kind": DEFAULT_KIND}
+            settings = {
+                "steps": budget.steps,
+                "eval_every": budget.eval_every,
+                **training.values,
+                "kind": grid.kind,
+                "linescan": grid.linescan,
+            }
             hashed = {name: value for name, value in settings.items() if not implicit_default(name, value)}
             fixed: dict[str, Any] = {"problem": problem, "optimizer": optimizer, **hashed}
             holes, (p0, p1, p2) = _template(fixed, ("hparams", "seed"))
@@ -133,6 +139,7 @@ def _expand(grid: Grid) -> list[RunSpec]:
                         seed=seed,
                         **settings,
                     )
+                    spec.__dict__["linescan"] = _copy(grid.linescan)
                     append(spec)
     return runs
 
@@ -239,7 +246,7 @@ def _summarize(runs: Iterable[RunSpec], grid: Grid | None) -> DryRunSummary:
         group[2] += 1
         seconds = costs.run_seconds(
             run.problem, run.optimizer, run.hparams, run.steps, run.eval_every, run.batch_size, run.split
-        )
+        ) + costs.scan_seconds(run.problem, run.steps, run.batch_size, run.linescan)
         group[3] += seconds
         if seconds > group[4]:
             group[4] = seconds

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from lsbench.lines.settings import resolve_scan
 from lsbench.optim import OPTIMIZERS, OptimizerEntry
 from lsbench.problems import PROBLEMS
 from lsbench.runs.spec import TRAINING_FIELDS
@@ -171,6 +172,10 @@ class _Assembly:
             source_text=text,
             grid_hash="",
             source=self.source,
+            kind=file.kind,
+            linescan=resolve_scan(dict(file.linescan.items()) if file.linescan else {})
+            if file.kind == "linescan"
+            else {},
         )
         return with_hash(grid)
 

@@ -25,9 +25,10 @@ from typing import Annotated, Any, ClassVar
 
 from pydantic import ConfigDict, Field, create_model, model_validator
 
+from lsbench.lines.settings import SCAN_DATA, SCAN_FIELDS, ScanSettings, resolve_scan
 from lsbench.optim import OPTIMIZERS, HParam, OptimizerEntry
 from lsbench.problems import PROBLEMS
-from lsbench.runs.spec import TRAINING_FIELDS
+from lsbench.runs.spec import DEFAULT_KIND, KINDS, TRAINING_FIELDS
 from lsbench.sweep.grid.points import canonical
 from lsbench.sweep.grid.types import DEFAULT_SEEDS, MAX_BATCH_SIZE, MAX_GPUS_PER_RUN, MAX_SEED, MAX_STEPS, Resources
 from lsbench.sweep.layout import SWEEP_NAME_PATTERN
@@ -315,6 +316,52 @@ TrainingSection: type[Section] = create_model(
 )
 
 
+def _scan_check(f: dataclasses.Field[Any]) -> Check:
+    """The check of one linescan setting: :class:`ScanSettings`' own validation of that value alone (rules between
+    settings are :class:`LinescanSection`'s), its JSON Schema from the declared type."""
+
+    def check(value: Any) -> Any:
+        if f.name in ("s_min", "s_max") and isinstance(value, int | float) and not isinstance(value, bool):
+            # One bound alone cannot be checked against the other's default; LinescanSection checks the pair.
+            ScanSettings(s_min=min(value, 0), s_max=max(value, 0) or 1.0)
+            return value
+        try:
+            ScanSettings(**{f.name: value})
+        except ValueError as error:
+            text = exception_text(error)
+            raise ValueError(text.removeprefix(f"{f.name}: ") + _number_hint(value)) from None
+        return value
+
+    json: dict[str, Any] = {
+        "every": {"type": "integer", "minimum": 1},
+        "samples": {"anyOf": [{"type": "integer", "minimum": 1}, {"type": "null"}]},
+        "per_sample": {"type": "boolean"},
+        "data": {"enum": list(SCAN_DATA)},
+        "resolution": {"type": "number", "exclusiveMinimum": 0},
+    }.get(f.name, {"type": "number"})
+    return Check(check, json)
+
+
+class _LinescanSection(Section):
+    @model_validator(mode="after")
+    def _consistent(self) -> _LinescanSection:
+        """Rules between settings (0 inside [s_min, s_max], the number of step sizes)."""
+        try:
+            resolve_scan(dict(self.items()))
+        except ValueError as error:
+            at, _, text = exception_text(error).partition(": ")
+            raise fail(text, at=(at.split(",")[0],)) from None
+        return self
+
+
+LinescanSection: type[Section] = create_model(
+    "LinescanSection",
+    __base__=_LinescanSection,
+    __doc__="What a linescan run measures along every (k-th) update direction (lsbench.lines.settings).",
+    **{f.name: (Annotated[Any, _scan_check(f)], Field(f.default, description=f.metadata["help"])) for f in SCAN_FIELDS},
+)
+
+
 class ResourcesSection(Section):
     """What one run asks the scheduler for."""
 
@@ -453,9 +500,21 @@ class GridFile(Section):
         list(DEFAULT_SEEDS), description="run seeds (one seed or a list)"
     )
     training: TrainingSection | None = _unset("batch size, weight decay, split, precision (default: the problem's)")
+    kind: Annotated[str, _member("kind", KINDS)] = Field(
+        DEFAULT_KIND, description="what every run does: train, or linescan (train and measure lines, Chapter 5)"
+    )
+    linescan: LinescanSection | None = _unset("what a linescan run measures (only with kind: linescan)")
     optimizers: Optimizers = Field(description="optimizer registry name -> its section")
     resources: ResourcesSection | None = _unset("what one run asks the scheduler for")
     store: Annotated[str | None, STORE] = Field(None, description="SQLAlchemy URL; null: SQLite in the sweep folder")
+
+    @model_validator(mode="after")
+    def _linescan_only_for_its_kind(self) -> GridFile:
+        if self.linescan is not None and self.kind != "linescan":
+            raise fail(
+                f"linescan settings apply to kind: linescan, but the grid's kind is {self.kind}", at=("linescan",)
+            )
+        return self
 
     @model_validator(mode="after")
     def _own_problems(self) -> GridFile:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from lsbench.runs.spec import DEFAULT_KIND
 from lsbench.sweep.schema import one_line
 
 __all__ = [
@@ -200,6 +201,8 @@ class Grid:
         optimizers: optimizer name -> :class:`OptimizerGrid`, in file order.
         resources: scheduler request of one run.
         store: SQLAlchemy URL, or None for the SQLite file under the sweep directory.
+        kind: what every run does (:data:`lsbench.runs.KINDS`).
+        linescan: a linescan grid's measurement settings, every default filled in; empty for other kinds.
         source_text: the YAML text as read.
         grid_hash: sha256 (hex) of the canonical JSON of the validated grid (:meth:`to_dict`); it changes whenever
             the set or order of the runs could change, not when only comments or formatting do.
@@ -217,6 +220,8 @@ class Grid:
     source_text: str = field(repr=False)
     grid_hash: str
     source: str = "<string>"
+    kind: str = DEFAULT_KIND
+    linescan: dict[str, Any] = field(default_factory=dict)
 
     def settings(self, optimizer: str, problem: str) -> tuple[Budget, Training]:
         """The budget and training settings of ``optimizer``'s runs on ``problem`` (its section's overrides, else
@@ -256,6 +261,8 @@ class Grid:
                 "memory": self.resources.memory,
             },
             "store": self.store,
+            # Only when not the default: the hashes of grids written before kinds existed stay the same.
+            **({"kind": self.kind, "linescan": dict(self.linescan)} if self.kind != DEFAULT_KIND else {}),
         }
 
 
