@@ -193,6 +193,12 @@ class BatchSampler:
         inputs = raw if self._normalize is None else self._normalize(raw)
         return inputs, self._targets[indices]
 
+    def dataset(self) -> DataSplit:
+        """The whole training set in its stored order, normalized and without augmentation: the data set whose
+        loss is "the full-batch loss" of a line measurement (:mod:`lsbench.lines`)."""
+        inputs = self._inputs if self._normalize is None else self._normalize(self._inputs)
+        return DataSplit(inputs, self._targets)
+
     def __iter__(self) -> BatchSampler:
         return self
 

@@ -45,6 +45,7 @@ from types import FrameType
 import torch
 
 import lsbench
+from lsbench.lines.arrays import ARRAYS_DIR
 from lsbench.runs import FINISHED
 from lsbench.store import Store
 from lsbench.store.spool import SpoolWriter
@@ -157,7 +158,9 @@ def _train_and_record(
     if not claimed:
         print(f"run {run_id} is claimed by a live worker elsewhere", flush=True)
         return EXIT_BUSY
-    store.set_run_status(run_id, "running")
+    # A linescan run's arrays lie in its run directory; the store points there (lsbench.lines.arrays).
+    arrays = str(sweep.run_dir(run_id).resolve() / ARRAYS_DIR) if spec.kind == "linescan" else None
+    store.set_run_status(run_id, "running", arrays=arrays)
     print(f"attempt {attempt_id}: {spec.problem} {spec.optimizer} seed {spec.seed} {spec.hparams}", flush=True)
     last_step: list[int | None] = [None]
 

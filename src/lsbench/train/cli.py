@@ -19,7 +19,8 @@ from typing import Any
 import torch
 import yaml
 
-from lsbench.runs.spec import DEFAULT_PRECISION, PRECISIONS
+from lsbench.lines.arrays import ArraysMismatchError
+from lsbench.runs.spec import DEFAULT_KIND, DEFAULT_PRECISION, KINDS, PRECISIONS
 from lsbench.sweep.protocol import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_OK
 from lsbench.train.device import DeviceUnavailableError
 from lsbench.train.precision import check_precision_supported
@@ -69,6 +70,17 @@ def _add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_PRECISION,
         help=f"numerics of the training passes: {', '.join(PRECISIONS)} (default {DEFAULT_PRECISION})",
     )
+    parser.add_argument(
+        "--kind", default=DEFAULT_KIND, help=f"what the run does: {', '.join(KINDS)} (default {DEFAULT_KIND})"
+    )
+    parser.add_argument(
+        "--scan",
+        metavar="KEY=VALUE",
+        action="append",
+        default=[],
+        type=_key_value,
+        help="a linescan setting (repeatable; with --kind linescan and --out), e.g. every=10, per_sample=true",
+    )
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -116,12 +128,16 @@ def run_train(args: argparse.Namespace) -> int:
             weight_decay=args.weight_decay,
             split=args.split,
             precision=args.precision,
+            kind=args.kind,
+            linescan=dict(args.scan),
             checkpoint_every=args.checkpoint_every,
             device=args.device,
             data_dir=args.data_dir,
         )
         config = config.resolved()
         check_precision_supported(config.run.precision, torch.device(config.device))
+        if config.run.kind == "linescan" and args.out is None:
+            raise ValueError("--kind linescan writes its lines into the run directory: give --out")
     except DeviceUnavailableError as error:
         print(f"lsbench train: error: {error}", file=sys.stderr)
         return EXIT_FAILURE
@@ -129,7 +145,7 @@ def run_train(args: argparse.Namespace) -> int:
         return _bad_input(error)
     try:
         result = train(config, args.out)
-    except CheckpointMismatchError as error:
+    except (CheckpointMismatchError, ArraysMismatchError) as error:
         return _bad_input(error)
     print(_summary_line(config, result))
     return EXIT_OK

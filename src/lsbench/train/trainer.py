@@ -33,6 +33,10 @@ What happens in a run:
   forward/backward passes and elapsed seconds (:data:`EvalPoint`).
 * **Divergence.** A non-finite step loss is noticed at the next evaluation point (that is where the sums are
   read); the run stops there with status ``"diverged"`` and the exact first bad step.
+* **Line measurements.** A run of kind ``linescan`` also measures the full-batch loss along the update of every
+  (k-th) step into ``out_dir/lines.zarr`` (:mod:`lsbench.lines.scan`), on a copy of the model, so its training is
+  exactly that of the same ``train`` run; its lines are appended before every checkpoint and cut back to it on
+  resume.
 * **Checkpoints** (``checkpoint_every`` steps, into ``out_dir``) hold everything needed to continue bitwise
   identically; ``train`` resumes from the newest readable one it finds. See :mod:`lsbench.train.checkpoint`.
   They are kept when the run ends (``result.json`` marks a finished run): training the same configuration into
@@ -58,6 +62,7 @@ import torch
 from torch import Tensor
 
 from lsbench.files import atomic_write
+from lsbench.lines.scan import LineScan
 from lsbench.optim import (
     StepReport,
     TrainingContext,
@@ -257,16 +262,20 @@ def train(
         ValueError: the device cannot run the run's precision (bf16 on a GPU older than Ampere).
     """
     config = config.resolved()
+    if config.run.kind == "linescan" and out_dir is None:
+        raise ValueError("a linescan run writes its lines into out_dir: give one")
     device = torch.device(config.device)
     check_precision_supported(config.run.precision, device)
     directory = None if out_dir is None else Path(out_dir)
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
     with _deterministic_algorithms(device), numerics(config.run.precision):
-        run = _Run(config)
+        run = _Run(config, directory)
         if directory is not None:
             run.resume(directory)
         result = run.train(directory if config.checkpoint_every else None, on_eval, should_stop)
+        if run.scan is not None:
+            run.scan.flush()
     if directory is not None and result.status != "interrupted":
         _write_outputs(directory, result, run.problem.model.state_dict())
     return result
@@ -363,7 +372,7 @@ class _StepSums:
 class _Run:
     """The state of one training job between steps: what a checkpoint holds."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, out_dir: Path | None = None) -> None:
         self.config = config
         run = config.run
         self.device = torch.device(config.device)
@@ -384,6 +393,8 @@ class _Run:
             self.problem.model, self.problem.loss_fn, run.weight_decay, run.precision, self.device
         )
         self.sums = _StepSums(self.device)
+        # A linescan run's measurement (lsbench.lines): it reads the model and writes arrays, never changes training.
+        self.scan = LineScan(run, self.problem, out_dir) if run.kind == "linescan" and out_dir is not None else None
         self.step = 0
         self.history: list[EvalPoint] = []
         self.elapsed_before = 0.0
@@ -407,12 +418,16 @@ class _Run:
             "elapsed": self.elapsed(),
             "cpu_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None,
+            # Last: appends the buffered lines, so the rows it records are on disk before the checkpoint is.
+            "lines": self.scan.state_dict() if self.scan is not None else None,
         }
 
     def resume(self, out_dir: Path) -> None:
         """Continue from the newest readable checkpoint in ``out_dir``, if any."""
         loaded = load_checkpoint(out_dir)
         if loaded is None:
+            if self.scan is not None:
+                self.scan.start()
             return
         state, path = loaded
         expected, found = self.config.run.identity(), _run_identity(state["config"])
@@ -433,6 +448,8 @@ class _Run:
         torch.set_rng_state(state["cpu_rng"])
         if self.device.type == "cuda" and state["cuda_rng"] is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
+        if self.scan is not None:
+            self.scan.load_state_dict(state["lines"])
         _log.info("resuming %s from %s at step %d", out_dir, path.name, self.step)
 
     # -- training ------------------------------------------------------------------------------------------
@@ -452,7 +469,10 @@ class _Run:
             self.step += 1
             step = self.step
             inputs, targets = problem.train.next_batch()
+            origin = self.scan.origin() if self.scan is not None and self.scan.due(step) else None
             loss = optimizer.step(self.closures(inputs, targets, seed=config.run.seed * 1_000_003 + step))
+            if origin is not None:
+                self.scan.measure(step, origin, inputs, targets)  # type: ignore[union-attr]
             self.sums.add(step, loss, step_report(optimizer))
             if step % eval_every == 0 or step == self.total_steps:
                 first_bad = self._evaluate(on_eval)
