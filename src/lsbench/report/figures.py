@@ -24,7 +24,7 @@ import pandas as pd
 
 from lsbench.report import figures_data as fd
 
-__all__ = ["Figure", "draw_all"]
+__all__ = ["COLUMN_WIDTH_IN", "PAGE_WIDTH_IN", "Figure", "draw_all", "save_figure", "slug"]
 
 _LABELS = {
     "train_loss": "final training loss",
@@ -32,7 +32,8 @@ _LABELS = {
     "test_acc": "test accuracy",
     "mean_effective_lr": "effective learning rate",
 }
-_COLUMN_IN, _PAGE_IN = 3.5, 7.0
+COLUMN_WIDTH_IN, PAGE_WIDTH_IN = 3.5, 7.0
+"""Figure widths in inches: one column and the whole page of a paper (the sizes the thesis' figures are read at)."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,9 @@ class Figure:
         return {"png": str(self.png), "pdf": str(self.pdf), "csv": str(self.csv)}
 
 
-def _save(fig: plt.Figure, out: Path, name: str, title: str, caption: str, numbers: pd.DataFrame) -> Figure:
+def save_figure(fig: plt.Figure, out: Path, name: str, title: str, caption: str, numbers: pd.DataFrame) -> Figure:
+    """Write ``fig`` as ``name``.png (for the page) and .pdf (for a paper) and the plotted ``numbers`` as .csv (for
+    whoever wants to re-plot or check them); closes the figure."""
     fig.tight_layout()
     paths = {ext: out / f"{name}.{ext}" for ext in ("png", "pdf", "csv")}
     fig.savefig(paths["png"], dpi=110)
@@ -63,7 +66,8 @@ def _save(fig: plt.Figure, out: Path, name: str, title: str, caption: str, numbe
     return Figure(name, title, caption, paths["png"], paths["pdf"], paths["csv"])
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """``text`` as a file-name part: letters, digits, '-' and '_' kept, everything else '_'."""
     return "".join(c if c.isalnum() or c in "-_" else "_" for c in text)
 
 
@@ -85,7 +89,7 @@ def _short(optimizer: str, sweep: str) -> str:
 def _box(stats: pd.DataFrame, problem: str, convention: str, out: Path) -> Figure:
     mine = stats[stats["problem"] == problem]
     groups = _by_sweep(list(dict.fromkeys(mine["optimizer"])))
-    fig, grid = plt.subplots(len(groups), 3, figsize=(_PAGE_IN, 2.6 * len(groups)), squeeze=False, sharey="col")
+    fig, grid = plt.subplots(len(groups), 3, figsize=(PAGE_WIDTH_IN, 2.6 * len(groups)), squeeze=False, sharey="col")
     for (sweep, optimizers), axes in zip(groups, grid, strict=True):
         _box_row(mine, sorted(optimizers), sweep, axes)
     return _box_caption(mine, problem, convention, fig, out)
@@ -136,13 +140,13 @@ def _box_caption(mine: pd.DataFrame, problem: str, convention: str, fig: plt.Fig
         f"{problem}: min, quartiles, max; {note} ({convention} convention); {diverged} of {points} points had a "
         "diverged run (↯)."
     )
-    name = f"box_{_slug(problem)}_{convention}"
-    return _save(fig, out, name, f"Sensitivity on {problem} ({convention})", caption, mine)
+    name = f"box_{slug(problem)}_{convention}"
+    return save_figure(fig, out, name, f"Sensitivity on {problem} ({convention})", caption, mine)
 
 
 def _curves(curves: pd.DataFrame, problem: str, metrics: Sequence[str], name: str, title: str, out: Path) -> Figure:
     mine = curves[(curves["problem"] == problem) & curves["metric"].isin(metrics)]
-    width = _PAGE_IN if len(metrics) > 1 else _COLUMN_IN
+    width = PAGE_WIDTH_IN if len(metrics) > 1 else COLUMN_WIDTH_IN
     groups = _by_sweep(sorted(mine["optimizer"].unique()))
     fig, grid = plt.subplots(len(groups), len(metrics), figsize=(width, 2.6 * len(groups)), squeeze=False, sharey="col")
     # The same optimizer has the same colour in every compared sweep's row.
@@ -168,11 +172,11 @@ def _curves(curves: pd.DataFrame, problem: str, metrics: Sequence[str], name: st
         f"{title} on {problem}: median over the seeds of each optimizer's best configuration (highest mean "
         f"validation accuracy), band min–max; {seeds} runs."
     )
-    return _save(fig, out, name, f"{title} on {problem}", caption, mine)
+    return save_figure(fig, out, name, f"{title} on {problem}", caption, mine)
 
 
 def _cost(table: pd.DataFrame, out: Path) -> Figure:
-    fig, axes = plt.subplots(1, 2, figsize=(_PAGE_IN, 2.6))
+    fig, axes = plt.subplots(1, 2, figsize=(PAGE_WIDTH_IN, 2.6))
     labels = [f"{row.optimizer}\n{row.problem}" if table["problem"].nunique() > 1 else row.optimizer
               for row in table.itertuples()]  # fmt: skip
     has_sgd = table["relative"].notna().any()
@@ -193,7 +197,7 @@ def _cost(table: pd.DataFrame, out: Path) -> Figure:
         f"{' relative to SGD on the same problem' if has_sgd else ' (no SGD run to compare with)'}, from the recorded "
         f"times of {int(table['runs'].sum())} runs; absolute values in the CSV."
     )
-    return _save(fig, out, "cost", "Cost per step and GPU-hours", caption, table)
+    return save_figure(fig, out, "cost", "Cost per step and GPU-hours", caption, table)
 
 
 def _sensitivity(table: pd.DataFrame, problem: str, convention: str, out: Path) -> Figure:
@@ -202,7 +206,7 @@ def _sensitivity(table: pd.DataFrame, problem: str, convention: str, out: Path) 
     columns = min(len(panels), 4)
     blocks = math.ceil(len(panels) / columns)
     metrics = ("val_acc", "train_loss")
-    fig, axes = plt.subplots(2 * blocks, columns, figsize=(_PAGE_IN, 2.0 * 2 * blocks), squeeze=False)
+    fig, axes = plt.subplots(2 * blocks, columns, figsize=(PAGE_WIDTH_IN, 2.0 * 2 * blocks), squeeze=False)
     for ax in axes.ravel()[2 * len(panels) :]:
         ax.set_visible(False)
     for index, (optimizer, hparam) in enumerate(panels):
@@ -240,12 +244,12 @@ def _sensitivity(table: pd.DataFrame, problem: str, convention: str, out: Path) 
         f"(each averaged over its seeds) against each varied hyperparameter, the others at the base point (★); "
         f"{note} ({convention} convention); {diverged} diverged runs (↯)."
     )
-    name = f"sensitivity_{_slug(problem)}_{convention}"
-    return _save(fig, out, name, f"One-at-a-time sensitivity on {problem} ({convention})", caption, mine)
+    name = f"sensitivity_{slug(problem)}_{convention}"
+    return save_figure(fig, out, name, f"One-at-a-time sensitivity on {problem} ({convention})", caption, mine)
 
 
 def _profile(steps: pd.DataFrame, profile: pd.DataFrame, out: Path) -> Figure:
-    fig, ax = plt.subplots(figsize=(_COLUMN_IN, 2.6))
+    fig, ax = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.6))
     for optimizer, line in profile.groupby("optimizer", sort=True):
         ax.step(line["tau"], line["rho"], where="post", lw=1.0, label=optimizer)
     ax.set_xlabel("τ (steps ÷ fastest optimizer's steps)", fontsize=8)
@@ -257,7 +261,7 @@ def _profile(steps: pd.DataFrame, profile: pd.DataFrame, out: Path) -> Figure:
         f"Dolan–Moré performance profiles over {steps['problem'].nunique()} problems: fraction on which an optimizer's "
         "best configuration reaches 95 % of the best final validation accuracy within τ × the fastest one's steps."
     )
-    return _save(fig, out, "performance_profile", "Performance profiles", caption, steps.merge(profile, "left"))
+    return save_figure(fig, out, "performance_profile", "Performance profiles", caption, steps.merge(profile, "left"))
 
 
 def draw_all(
@@ -282,11 +286,11 @@ def draw_all(
                 figures.append(_sensitivity(varied[convention], problem, convention, out))
         if (curves["problem"] == problem).any():
             figures.append(
-                _curves(curves, problem, fd.METRICS, f"curves_{_slug(problem)}", "Best-configuration curves", out)
+                _curves(curves, problem, fd.METRICS, f"curves_{slug(problem)}", "Best-configuration curves", out)
             )
         if ((curves["problem"] == problem) & (curves["metric"] == "mean_effective_lr")).any():
             figures.append(
-                _curves(curves, problem, ("mean_effective_lr",), f"lr_{_slug(problem)}", "Effective learning rate", out)
+                _curves(curves, problem, ("mean_effective_lr",), f"lr_{slug(problem)}", "Effective learning rate", out)
             )
     table = fd.cost(data.runs)
     if len(table):

@@ -1,4 +1,5 @@
-"""The report's self-contained ``index.html``: status panel, Table A.1 under both divergence conventions, figures.
+"""The report's self-contained ``index.html``: status panel, Table A.1 under both divergence conventions, figures
+(and the line analysis of linescan runs, :mod:`lsbench.report.lines`).
 
 Figures are inlined as base64 PNG and the style sheet is inline, so the page needs no network access and no other
 file to be viewed (the PDF and CSV files next to it are linked for download). Everything shown is escaped; the page
@@ -11,7 +12,7 @@ import base64
 import html
 import math
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -20,7 +21,7 @@ from lsbench.files import atomic_write_text
 from lsbench.report import figures_data as fd
 from lsbench.report.figures import Figure
 
-__all__ = ["summary_table", "write_page"]
+__all__ = ["figure_html", "summary_table", "write_page"]
 
 _STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1100px;color:#222}
@@ -66,7 +67,8 @@ def summary_table(stats: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _img(figure: Figure) -> str:
+def figure_html(figure: Figure) -> str:
+    """A figure as the page shows it: the PNG inlined, its caption, links to its PDF and CSV."""
     data = base64.b64encode(figure.png.read_bytes()).decode("ascii")
     links = " · ".join(
         f'<a href="{html.escape(p.name)}">{ext}</a>' for ext, p in (("PDF", figure.pdf), ("CSV", figure.csv))
@@ -99,10 +101,12 @@ def write_page(
     statuses: Sequence[tuple[str, dict[str, int], Sequence[dict]]],
     tables: dict[str, pd.DataFrame],
     figures: Sequence[Figure],
+    sections: Sequence[str] = (),
 ) -> Path:
-    """Write ``index.html``: one status panel per sweep, the summary tables by convention, then the figures."""
+    """Write ``index.html``: one status panel per sweep, the summary tables by convention, then the figures, then
+    ``sections`` (HTML that escapes what it shows, such as :meth:`lsbench.report.lines.LineSection.html`)."""
     body = [f"<h1>Report of {html.escape(name)}</h1>"]
-    body.append(f"<p>Written {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC by lsbench.</p>")
+    body.append(f"<p>Written {datetime.now(UTC):%Y-%m-%d %H:%M} UTC by lsbench.</p>")
     body += [_status(*status) for status in statuses]
     for convention, table in tables.items():
         default = " (default)" if convention == fd.DEFAULT_CONVENTION else ""
@@ -116,7 +120,8 @@ def write_page(
         )
         body.append(table.to_html(index=False, border=0, escape=True))
     body.append("<h2>Figures</h2>")
-    body += [_img(figure) for figure in figures]
+    body += [figure_html(figure) for figure in figures]
+    body += list(sections)
     page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f"<title>lsbench report: {html.escape(name)}</title><style>{_STYLE}</style></head>\n<body>\n"

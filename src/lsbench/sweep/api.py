@@ -486,21 +486,26 @@ def report(
     With ``compare``, the other sweeps' runs are drawn side by side (box plots and curves: one row of panels per
     sweep), their optimizers labelled ``sweep:optimizer`` elsewhere.
     Works on unfinished sweeps (the page says how many runs have not finished) and counts failed and diverged runs.
+    A sweep with linescan runs also gets their line analysis (:mod:`lsbench.report.lines`): its figures, the
+    section "Line analysis (Chapter 5)" of the page and ``lines_findings.csv`` (under ``tables["lines"]``).
     """
     import pandas as pd
 
     from lsbench.report import figures_data as fd
     from lsbench.report.figures import draw_all
+    from lsbench.report.lines import line_section
     from lsbench.report.page import summary_table, write_page
 
     names = [name, *(other for other in compare if other != name)]
-    runs, metrics, statuses, axes = [], [], [], {}
+    runs, metrics, statuses, axes, linescans = [], [], [], {}, []
     for sweep_name in names:
         sweep = open_sweep(root, sweep_name)
         shown = status(sweep_name, root=root)
         statuses.append((sweep_name, shown.counts, shown.failures))
         with open_store(sweep) as store:
             data = fd.load(store, sweep.name)
+            rows = [row for row in store.sweep_runs(sweep.name) if row.kind == "linescan"]
+        linescans += [(row, sweep.run_dir(row.run_id)) for row in rows]
         prefix = sweep_name + ":" if len(names) > 1 else ""
         axes.update({prefix + optimizer: axis for optimizer, axis in _vary_axes(sweep).items()})
         if len(names) > 1:
@@ -517,8 +522,12 @@ def report(
         tables[convention] = summary_table(fd.box_stats(data.runs, convention))
         paths[convention] = directory / f"table_a1_{convention}.csv"
         tables[convention].to_csv(paths[convention], index=False)
-    index = write_page(directory / "index.html", " + ".join(names), statuses, tables, figures)
-    return ReportResult(name, index, figures, paths)
+    lines = line_section(linescans, directory)
+    if lines is not None and lines.findings_csv is not None:
+        paths["lines"] = lines.findings_csv
+    sections = [lines.html()] if lines is not None else []
+    index = write_page(directory / "index.html", " + ".join(names), statuses, tables, figures, sections)
+    return ReportResult(name, index, [*figures, *(lines.figures if lines is not None else [])], paths)
 
 
 def _vary_axes(sweep: SweepDir) -> dict[str, tuple[dict[str, Any], list[str]]]:
