@@ -46,6 +46,17 @@ def test_linescan_trains_like_the_plain_run_and_measures_the_sgd_line(tmp_path: 
     assert np.all(lines.batch_loss[:, zero + 1] < lines.batch_loss[:, zero])
 
 
+def test_the_angle_at_the_new_point_tells_how_exact_the_line_search_was(tmp_path: Path) -> None:
+    """PAL without update-step adaptation lands near the batch loss' minimum along its line (thesis Figure 4.2):
+    the gradient there is nearly orthogonal to the line; SGD's short steps leave the loss still falling (> 90°)."""
+    pal = {"measuring_step_size": 0.1, "update_step_adaptation": 1.0, "direction_adaptation": 0.0}
+    train(_config(optimizer="pal", hparams=pal, checkpoint_every=None), tmp_path / "pal")
+    train(_config(checkpoint_every=None), tmp_path / "sgd")
+    pal_angle = np.median(read_lines(tmp_path / "pal" / ARRAYS_DIR).angle)
+    sgd_angle = np.median(read_lines(tmp_path / "sgd" / ARRAYS_DIR).angle)
+    assert 80 < pal_angle < 110 and sgd_angle > 140
+
+
 def test_every_kth_step_and_momentum_direction(tmp_path: Path) -> None:
     train(_config(hparams={"lr": 0.1, "momentum": 0.9}, linescan={**SETTINGS, "every": 5}), tmp_path)
     lines = read_lines(tmp_path / ARRAYS_DIR)
@@ -126,6 +137,7 @@ def test_a_killed_linescan_run_resumes_with_every_line_exactly_once(tmp_path: Pa
                 "batch_loss": np.zeros(21),
                 "grad_norm": 0.0,
                 "batch_slope": 0.0,
+                "angle": 0.0,
                 "step_taken": 0.0,
                 "per_sample": np.zeros((21, 200)),
                 "batch_per_sample": np.zeros((21, 32)),
@@ -148,6 +160,6 @@ def test_a_killed_linescan_run_resumes_with_every_line_exactly_once(tmp_path: Pa
     )
     assert reference.returncode == 0, reference.stderr
     uninterrupted = read_lines(reference_dir / ARRAYS_DIR)
-    for name in ("full_loss", "batch_loss", "grad_norm", "batch_slope", "step_taken"):
+    for name in ("full_loss", "batch_loss", "grad_norm", "batch_slope", "step_taken", "angle"):
         np.testing.assert_array_equal(getattr(resumed, name), getattr(uninterrupted, name), err_msg=name)
     np.testing.assert_array_equal(resumed.per_sample[:], uninterrupted.per_sample[:])

@@ -13,6 +13,7 @@ Layout (row ``i`` of every array is the i-th measured line; ``S`` step sizes, ``
 ``grad_norm``      [L] f64      ‖g_B‖, the direction-defining batch's gradient norm at s = 0
 ``batch_slope``    [L] f64      g_B·d̂, that batch loss' slope at s = 0 along the unit direction d̂
 ``step_taken``     [L] f64      the step the optimizer took along d̂ (‖θ_after − θ_before‖)
+``angle``          [L] f64      degrees between d̂ and the batch's gradient at θ_after (90: exact line search)
 ``per_sample``     [L, S, N] f2 per-sample losses of the data set (only with ``per_sample: true``)
 ``batch_per_sample`` [L, S, B] f2 per-sample losses of the direction-defining batch (idem)
 ================== ============ ============================================================================
@@ -67,6 +68,7 @@ FIELDS = (
     _Field("grad_norm", "float64", ""),
     _Field("batch_slope", "float64", ""),
     _Field("step_taken", "float64", ""),
+    _Field("angle", "float64", ""),
     _Field("per_sample", "float16", "SN", optional=True),
     _Field("batch_per_sample", "float16", "SB", optional=True),
 )
@@ -208,6 +210,7 @@ class LineData:
     grad_norm: np.ndarray
     batch_slope: np.ndarray
     step_taken: np.ndarray
+    angle: np.ndarray
     per_sample: Any | None
     batch_per_sample: Any | None
 

@@ -10,9 +10,13 @@ and the batch that defined it; after the step :class:`LineScan` takes the update
 * a step that does not move the parameters (LABPAL while it measures, a line search that rejects) has no update
   direction: its line is measured along the negative mini-batch gradient instead, and ``step_taken`` is 0.
 
-The direction-defining batch's gradient at ``θ_before`` is recomputed on the measurement's model copy (one extra
-forward and backward pass per line, nothing against the line itself): an optimizer's ``.grad`` after its step may
-belong to a probe point, and this keeps the trained model untouched. No number is read to the host per line: the
+The angle between ``d̂`` and the direction-defining batch's gradient at ``θ_after`` tells how exact the step was as a
+line search on that batch (thesis Figure 4.2): 90° at a minimum of the batch loss along the line, more for a step
+that stopped short of it (the loss still falls along d̂), less for one beyond it.
+
+The direction-defining batch's gradients at ``θ_before`` and ``θ_after`` are computed on the measurement's model copy
+(two forward and backward passes per line, nothing against the line itself): an optimizer's ``.grad`` after its step
+may belong to a probe point, and this keeps the trained model untouched. No number is read to the host per line: the
 measured values stay device tensors until :class:`~lsbench.lines.arrays.LineWriter` appends a block of lines.
 
 See :mod:`lsbench.lines.measure` for the function that is measured, BatchNorm included.
@@ -96,6 +100,7 @@ class LineScan:
             step_taken = _norm(update)
         with numerics("fp32"):
             gradient = self.scanner.gradient(origin, inputs, targets)
+            after = self.scanner.gradient([p.detach() for p in self.params], inputs, targets)
         with torch.no_grad(), numerics("fp32"):
             grad_norm = _norm(gradient)
             moved = step_taken > 0
@@ -106,7 +111,9 @@ class LineScan:
                 u * update_scale.to(u.dtype) + g * gradient_scale.to(g.dtype)
                 for u, g in zip(update, gradient, strict=True)
             ]
-            slope = torch.stack([(g.double() * d.double()).sum() for g, d in zip(gradient, direction, strict=True)])
+            slope = _dot(gradient, direction)
+            cosine = _dot(after, direction) / _norm(after)
+            angle = torch.rad2deg(torch.arccos(cosine.clamp(-1.0, 1.0)))
             keep = self.settings.per_sample
             full = self.scanner.line(
                 origin, direction, self.data.inputs, self.data.targets, self.batch_size, keep_per_sample=keep
@@ -117,8 +124,9 @@ class LineScan:
             "full_loss": full.losses,
             "batch_loss": batch.losses,
             "grad_norm": grad_norm,
-            "batch_slope": slope.sum(),
+            "batch_slope": slope,
             "step_taken": step_taken,
+            "angle": angle,
         }
         if keep:
             line.update(per_sample=full.per_sample.half(), batch_per_sample=batch.per_sample.half())
@@ -138,6 +146,11 @@ class LineScan:
 
     def flush(self) -> int:
         return self.writer.flush()
+
+
+def _dot(first: list[Tensor], second: list[Tensor]) -> Tensor:
+    """The inner product of two parameter-shaped lists as a float64 device scalar."""
+    return torch.stack([(a.double() * b.double()).sum() for a, b in zip(first, second, strict=True)]).sum()
 
 
 def _norm(tensors: list[Tensor]) -> Tensor:
