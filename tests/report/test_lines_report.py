@@ -25,7 +25,7 @@ CURVATURE = 2.0  # a of a·(s − v)²: the second derivative is 4
 C = 0.125  # s_opt = C·‖g_B‖
 LR = 0.1
 SAMPLES, BATCH = 48, 16
-SUFFIXES = ("losses", "shapes", "fits", "strategies", "batches", "labpal")
+SUFFIXES = ("losses", "shapes", "fits", "strategies", "angle", "batches", "labpal")
 
 
 def spec(seed: int = 1, *, per_sample: bool = True, every: int = 2, momentum: float = 0.0) -> RunSpec:
@@ -63,6 +63,7 @@ def write_lines(path: Path, run: RunSpec, *, count: int = 60, noise: float = 0.0
             "grad_norm": norms[line],
             "batch_slope": -norms[line],
             "step_taken": LR * norms[line],
+            "angle": 90.0 + line % 3,
         }
         if per_sample:
             spread = rng.normal(0.0, 0.05, SAMPLES)

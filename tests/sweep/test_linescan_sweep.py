@@ -52,5 +52,5 @@ def test_linescan_sweep_end_to_end(tmp_path: Path, sweep_cli) -> None:
     findings = (sweep.reports / "lines_findings.csv").read_text()
     assert all(row.run_id in findings for row in rows)
     for row in rows:
-        for figure in ("losses", "shapes", "fits", "strategies", "batches", "labpal"):
+        for figure in ("losses", "shapes", "fits", "strategies", "angle", "batches", "labpal"):
             assert (sweep.reports / f"lines_{row.run_id}_{figure}.png").stat().st_size > 0

@@ -7,6 +7,7 @@ For every linescan run with measured lines on disk (:mod:`lsbench.lines.arrays`)
 ``_shapes``     Figure 5.3: shape distances between lines (window [-0.2, 0.2]) and between consecutive lines
 ``_fits``       Figure 5.5: MAE of degree-1 and degree-2 fits, slope and curvature over training
 ``_strategies`` Figure 5.7: s_upd, s_opt − s_upd and the improvement of update-step strategies; s_opt ∝ ‖g_B‖
+``_angle``      Figure 4.2: the angle between the line and the batch gradient after the step (90°: exact)
 ``_batches``    Figure 5.9 (runs that stored per-sample losses): SGD and PAL across batch sizes
 ``_labpal``     Figure 6.2: LABPAL's reused step against s_opt, next to FBPAL
 =============== ==============================================================================================
@@ -38,7 +39,7 @@ import pandas as pd
 
 from lsbench.lines import analysis as la
 from lsbench.lines.arrays import ARRAYS_DIR, LineData, read_lines
-from lsbench.report.figures import PAGE_WIDTH_IN, Figure, save_figure, slug
+from lsbench.report.figures import COLUMN_WIDTH_IN, PAGE_WIDTH_IN, Figure, save_figure, slug
 
 if TYPE_CHECKING:
     from lsbench.runs import RunSpec
@@ -222,7 +223,8 @@ def line_findings(data: LineData | LineAnalysis) -> dict[str, float]:
 
     Keys: ``lines``, ``first_step``, ``last_step``, ``every``; ``mae_deg2_median`` and ``mae_deg1_median`` (median
     over the lines of the fits' mean absolute error in the window) and ``mae_ratio`` (degree-2 ÷ degree-1: near 0
-    when the lines are parabolic); ``proportionality_constant``, ``proportionality_r2`` (s_opt ≈ c·‖g_B‖); and
+    when the lines are parabolic); ``proportionality_constant``, ``proportionality_r2`` (s_opt ≈ c·‖g_B‖);
+    ``angle_median`` (degrees between the line and the batch gradient after the step, Figure 4.2); and
     ``improvement_<strategy>``, each strategy's median l(0) − l(s_upd) (see :class:`LineAnalysis`)."""
     analysis = data if isinstance(data, LineAnalysis) else analyse_lines(data)
     lines = analysis.data
@@ -237,6 +239,7 @@ def line_findings(data: LineData | LineAnalysis) -> dict[str, float]:
         "mae_ratio": deg2 / deg1 if deg1 > 0 else math.nan,
         "proportionality_constant": analysis.fit.constant,
         "proportionality_r2": analysis.fit.r2,
+        "angle_median": _median(lines.angle),
     }
     for key, metrics in analysis.strategies.items():
         findings[f"improvement_{key}"] = _median(metrics["improvement"])
@@ -251,6 +254,7 @@ _FINDING_LABELS = {
     "mae_ratio": "degree-2 MAE ÷ degree-1 MAE",
     "proportionality_constant": "c of s_opt ≈ c·‖g_B‖",
     "proportionality_r2": "R² of s_opt ≈ c·‖g_B‖",
+    "angle_median": "median angle between the line and the batch gradient after the step (degrees)",
 }
 
 
@@ -416,6 +420,23 @@ def _shapes(analysis: LineAnalysis, out: Path) -> Figure:
     )
     return save_figure(fig, out, _name(analysis, "shapes"), f"Shape of the lines: {analysis.label}", caption,
                  pd.concat(tables, ignore_index=True))  # fmt: skip
+
+
+def _angle(analysis: LineAnalysis, out: Path) -> Figure:
+    data = analysis.data
+    fig, axis = plt.subplots(figsize=(COLUMN_WIDTH_IN, 2.3))
+    axis.plot(data.step, data.angle, lw=0.5, color="C0", alpha=0.4, label="per line")
+    axis.plot(data.step, _smooth(data.angle, _kernel(len(data))), lw=1.0, color="C0", label="moving average")
+    axis.axhline(90, color="black", lw=0.6, ls="--")
+    axis.legend(fontsize=6, frameon=False)
+    _style(axis, "angle (degrees)")
+    caption = (
+        f"Figure 4.2 — how exact the steps of {analysis.label} are as line searches on their batch: the angle between "
+        "the line direction and the direction-defining batch's gradient after the step; 90° is the minimum of the "
+        "batch loss along the line, more a step short of it, less one beyond it."
+    )
+    numbers = pd.DataFrame({"step": data.step, "angle": data.angle})
+    return save_figure(fig, out, _name(analysis, "angle"), f"Angles after the step: {analysis.label}", caption, numbers)
 
 
 def _fits(analysis: LineAnalysis, out: Path) -> Figure:
@@ -601,11 +622,12 @@ def _batches(analysis: LineAnalysis, out: Path) -> Figure | None:
 
 
 def draw_line_figures(data: LineData | LineAnalysis, out: Path) -> list[Figure]:
-    """Draw the figures of one run's lines into ``out`` (created): Figures 5.2, 5.3, 5.5, 5.7, 5.9 (only with
+    """Draw the figures of one run's lines into ``out`` (created): Figures 5.2, 5.3, 5.5, 5.7, 4.2, 5.9 (only with
     per-sample losses) and 6.2, in that order (see the module docstring)."""
     analysis = data if isinstance(data, LineAnalysis) else analyse_lines(data)
     out.mkdir(parents=True, exist_ok=True)
     figures = [_losses(analysis, out), _shapes(analysis, out), _fits(analysis, out), _strategies(analysis, out)]
+    figures.append(_angle(analysis, out))
     batches = _batches(analysis, out)
     if batches is not None:
         figures.append(batches)
