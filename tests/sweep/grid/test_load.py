@@ -122,8 +122,9 @@ def test_document_problems(tmp_path: Path, text: str, key: str, fragment: str) -
 def test_unknown_top_level_key_lists_valid_keys(tmp_path: Path) -> None:
     error = grid_error(tmp_path, GOOD + "sedes: [1]\n")
     assert error.key == "sedes"
-    assert error.valid == ("name", "problems", "budget", "seeds", "training", "optimizers", "resources", "store")
-    assert str(error).endswith("(valid: name, problems, budget, seeds, training, optimizers, resources, store)")
+    valid = ("name", "problems", "budget", "seeds", "training", "kind", "linescan", "optimizers", "resources", "store")
+    assert error.valid == valid
+    assert str(error).endswith(f"(valid: {', '.join(valid)})")
 
 
 @pytest.mark.parametrize("missing", ["name", "problems", "optimizers"])
