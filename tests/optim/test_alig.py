@@ -54,3 +54,31 @@ def test_non_finite_loss_makes_no_update(bad):
     opt.step(lambda: (theta**2).sum() + bad)
     assert theta.detach().tolist() == [1.0, -2.0] and not bool(opt.updated)
     assert opt.effective_lr.item() == 0.0
+
+
+@pytest.mark.parametrize("bad", [-5.0, float("inf")])
+def test_a_momentum_only_step_reports_its_movement(bad):
+    # γ = 0 (negative loss) or not finite: the gradient term takes no step, the momentum term still moves θ
+    mu = 0.9
+    theta = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    opt = ALIG([theta], max_lr=0.2, momentum=mu)
+    opt.step(quadratic(theta))
+    buffer = opt.state[theta]["momentum_buffer"].clone()
+    before = theta.detach().clone()
+    gradient = A @ before
+    opt.step(lambda: 0.5 * theta @ A @ theta + bad)
+    moved = theta.detach() - before
+    torch.testing.assert_close(moved, mu * mu * buffer, rtol=0, atol=1e-15)
+    assert bool(opt.updated) and moved.norm().item() > 0
+    assert opt.effective_lr.item() == pytest.approx((moved.norm() / gradient.norm()).item(), rel=1e-12)
+
+
+def test_a_step_that_moves_nothing_reports_no_update():
+    theta = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    opt = ALIG([theta], max_lr=0.2, momentum=0.9)  # empty momentum buffer, negative loss
+    opt.step(lambda: 0.5 * theta @ A @ theta - 5.0)
+    assert theta.detach().tolist() == [1.0, -2.0] and not bool(opt.updated)
+    assert opt.effective_lr.item() == 0.0
+    opt = ALIG([theta], max_lr=0.2, momentum=0.0)  # zero gradient, positive loss: γ > 0 but no movement
+    opt.step(lambda: (theta * 0).sum() + 1.0)
+    assert theta.detach().tolist() == [1.0, -2.0] and not bool(opt.updated)

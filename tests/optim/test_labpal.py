@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from lsbench.optim import LABPAL
+from lsbench.optim import LABPAL, TrainingContext, build_optimizer
 from lsbench.optim.labpal import noise_adaptation_factor, parabola
 
 DIM = 5
@@ -196,3 +196,92 @@ def test_untrustworthy_period_then_averaging_window():
             window = opt.shared["history_steps"]
             assert opt.shared["step_size"].item() == pytest.approx(torch.stack(window).mean().item())
     assert steps_seen[:2] == [1, 2] and max(steps_seen) == 2
+
+
+class ShiftedQuadratic:
+    """Every batch is a quadratic whose minimum lies at a fixed offset from where θ is when its closure is made.
+
+    Its gradient never vanishes and every measurement finds a parabola with a > 0 > b, so long runs at the default
+    settings neither converge nor reject a direction.
+    """
+
+    def __init__(self) -> None:
+        self.theta = torch.full((DIM,), 2.0, dtype=torch.float64, requires_grad=True)
+        self.offset = torch.linspace(0.5, 1.0, DIM, dtype=torch.float64)
+
+    def closure(self):
+        target = self.theta.detach() - self.offset
+        return lambda: 0.5 * CURVATURE * ((self.theta - target) ** 2).sum()
+
+
+def steps_to_first_update(opt, problem) -> int:
+    for step in range(1, 1_000):
+        opt.step(problem.closure())
+        if opt.updated.item():
+            return step
+    raise AssertionError("no update")
+
+
+@pytest.mark.parametrize(("batch_size", "batches"), [(128, 10), (32, 40), (8, 160)])
+def test_noise_adapted_measurement_covers_the_approximation_batch(batch_size, batches):
+    # Eq. 6.8 on 40,000 images: ε = 128 / |B|, k' = ε, and the first measurement is |B_a| = 1,280 samples
+    context = TrainingContext(total_steps=150_000, batch_size=batch_size, train_size=40_000)
+    for name in ("labpal_sgd", "labpal_nsgd"):
+        problem = ShiftedQuadratic()
+        opt = build_optimizer(name, [problem.theta], {"noise_factor": None}, context)
+        assert opt.schedule[0][1] == 128 // batch_size
+        assert steps_to_first_update(opt, problem) == batches
+    # an explicit ε is read the same way; the measurement still grows with the schedule's multiplier
+    problem = ShiftedQuadratic()
+    opt = LABPAL([problem.theta], batch_size=batch_size, noise_factor=128 / batch_size)
+    assert steps_to_first_update(opt, problem) == batches
+    problem = ShiftedQuadratic()
+    opt = LABPAL(
+        [problem.theta],
+        batch_size=batch_size,
+        noise_factor=None,
+        training_set_size=40_000,
+        batch_size_schedule=((0.0, 2),),
+    )
+    assert steps_to_first_update(opt, problem) == 2 * batches
+
+
+def test_without_noise_adaptation_the_approximation_batch_counts_this_runs_batches():
+    problem = ShiftedQuadratic()
+    opt = LABPAL([problem.theta], batch_size=32, noise_factor=1.0)
+    assert steps_to_first_update(opt, problem) == 40  # 1,280 samples of batch 32, k = 1
+
+
+def test_untrustworthy_count_matches_the_reference():
+    # The reference counts updates from -1: it forces the re-measurement when its counter is U + 1 and averages
+    # while the counter exceeds U, i.e. after the (U + 2)-th update -- the 402nd at the default U = 400.
+    problem = ShiftedQuadratic()
+    opt = LABPAL([problem.theta], untrustworthy_updates=400, sgd_steps=1000)
+    updates = 0
+    while updates < 402:
+        opt.step(problem.closure())
+        assert not opt.shared["measuring"] or updates == 0
+        updates += int(opt.updated.item())
+        assert opt.shared["history_steps"] == []  # 402 updates, every measurement used alone
+    assert opt.shared["updates"] == 402
+    for _ in range(9):  # the forced re-measurement starts right after the 402nd update
+        opt.step(problem.closure())
+        assert opt.shared["measuring"] and not opt.updated.item()
+    opt.step(problem.closure())
+    assert opt.updated.item() and opt.shared["updates"] == 403
+    assert len(opt.shared["history_steps"]) == 1  # the first averaged measurement
+    torch.testing.assert_close(opt.shared["step_size"], opt.shared["history_steps"][0])
+    opt.step(problem.closure())
+    assert not opt.shared["measuring"] and opt.updated.item()  # no further forced measurement
+
+
+def test_a_rejected_forced_re_measurement_is_repeated_at_the_next_step():
+    problem = ShiftedQuadratic()
+    opt = labpal([problem.theta], untrustworthy_updates=1, sgd_steps=100, direction_norm_bounds=(1e-3, 100.0))
+    for _ in range(12):  # measurement (10 batches), then 2 training updates: 3 = U + 2 updates
+        opt.step(problem.closure())
+    assert opt.shared["updates"] == 3 and not opt.shared["measuring"]
+    opt.step(lambda: (problem.theta * 0).sum() + 1.0)  # zero gradient: the direction is rejected
+    assert not opt.shared["measuring"] and not opt.updated.item()
+    opt.step(problem.closure())
+    assert opt.shared["measuring"] and opt.shared["count"] == 1  # forced again

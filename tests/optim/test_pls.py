@@ -266,3 +266,42 @@ def test_trains_digits_mlp():
     result = train(TrainConfig.create("digits_mlp", "pls", hparams, seed=1))
     assert result.status == "completed"
     assert result.final["test_acc"] >= 0.85
+
+
+def exact_posterior_mean(observations, s):
+    """The GP posterior mean from a plain solve of the un-jittered Gram matrix."""
+    t, f, df, fvar, dfvar = np.asarray(observations, dtype=np.float64).T
+    b = kernel_blocks(t, t)
+    gram = np.block([[b["k"] + np.diag(fvar), b["kd"]], [b["dk"], b["dkd"] + np.diag(dfvar)]])
+    weights = np.linalg.solve(gram, np.concatenate([f, df]))
+    q = kernel_blocks(np.asarray(s, dtype=np.float64), t)
+    return np.concatenate([q["k"], q["kd"]], axis=1) @ weights
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-10, 1e-4])
+def test_well_conditioned_posterior_is_exact_without_jitter(noise):
+    ts = np.array([0.0, 1.0, 2.5])
+    f, df = cubic(ts)
+    observations = [(t, fi, dfi, noise, noise) for t, fi, dfi in zip(ts, f, df, strict=True)]
+    gp = LineGP(observations)
+    assert not gp.jittered
+    s = np.linspace(0.0, 3.0, 13)
+    np.testing.assert_allclose(gp.mean(s), exact_posterior_mean(observations, s), rtol=0, atol=1e-12)
+
+
+def test_duplicate_observations():
+    f, df = cubic(np.array([0.0, 1.0]))
+    # noise-free and repeated: the Gram matrix is singular, the jitter makes it usable
+    gp = LineGP([(0.0, f[0], df[0], 0.0, 0.0), (1.0, f[1], df[1], 0.0, 0.0), (1.0, f[1], df[1], 0.0, 0.0)])
+    assert gp.jittered
+    np.testing.assert_allclose(gp.mean([0.0, 1.0]), f, atol=1e-6)
+    np.testing.assert_allclose(gp.d1([0.0, 1.0]), df, atol=1e-6)
+    assert 0.0 <= gp.wolfe_probability(1.0, 0.05, -0.1, 1.1) <= 1.0
+    # noisy and repeated: two observations of variance v are one of their mean with variance v / 2, exactly
+    v = 1e-3
+    twice = LineGP([(0.0, f[0], df[0], v, v), (1.0, 0.2, 0.1, v, v), (1.0, 0.4, 0.3, v, v)])
+    once = LineGP([(0.0, f[0], df[0], v, v), (1.0, 0.3, 0.2, v / 2, v / 2)])
+    assert not twice.jittered
+    s = np.linspace(0.0, 2.0, 9)
+    np.testing.assert_allclose(twice.mean(s), once.mean(s), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(twice.joint(s)[1], once.joint(s)[1], rtol=0, atol=1e-7)  # prior entries ~1e3

@@ -25,13 +25,15 @@ from lsbench.optim._linesearch import (
 MODES = ("nsgd", "sgd")
 ESTIMATORS = ("published", "exact")
 THESIS_SCHEDULE = ((0.0, 1), (0.5, 2), (0.75, 4))
+GRID_SEARCH_BATCH_SIZE = 128
+"""|B_ori| of Eq. 6.8: the batch size of the CIFAR-10 grid search that the noise adaptation refers to."""
 NOISE_FACTOR = nullable(POSITIVE)
 """ε of Eq. 6.8 (None: derived from the batch and training-set size); the noise adaptation takes the same."""
 
 
 def noise_adaptation_factor(batch_size: int, training_set_size: int) -> float:
     """Thesis Eq. 6.8: ε = (128 / |B|) · (|D| / 40,000), the noise scale relative to the grid-search setting."""
-    return (128 / batch_size) * (training_set_size / 40_000)
+    return (GRID_SEARCH_BATCH_SIZE / batch_size) * (training_set_size / 40_000)
 
 
 def parabola(
@@ -65,8 +67,9 @@ class LABPAL(LineSearchOptimizer):
 
     LABPAL alternates two phases, and every ``step`` call consumes exactly one sampled batch (the thesis' step):
 
-    **Measurement.** Over :math:`n_a k` batches (:math:`n_a` = ``approximation_batch_size`` / ``batch_size``,
-    :math:`k` the current batch-size multiplier) it estimates the full-batch loss along one line. The first
+    **Measurement.** Over :math:`n_a k` batches (:math:`k` the current batch-size multiplier, :math:`n_a` the
+    number of batch groups that make up ``approximation_batch_size`` :math:`|B_a|`, see the noise adaptation
+    below) it estimates the full-batch loss along one line. The first
     :math:`k` batches are forward+backward passes whose mean gradient :math:`G` (plus ``momentum`` times the
     previous direction) defines the direction :math:`d`; the remaining ones are forward passes. :math:`\ell_0` is
     the mean loss of all :math:`n_a k` batches at the origin. At the last batch all stored batches are evaluated
@@ -87,7 +90,15 @@ class LABPAL(LineSearchOptimizer):
     **Noise adaptation** (thesis Eq. 6.8): with noise factor ε, the training budget becomes ``round(ε ·
     total_steps)`` (read it from :attr:`training_steps`) and each k becomes ``max(int(ε k), 1)``.
     ``noise_factor=None`` derives ε from ``batch_size`` and ``training_set_size``; the default 1.0 is the
-    grid-search setting (CIFAR-10, 40,000 training images, batch 128).
+    grid-search setting (CIFAR-10, 40,000 training images, batch 128) and turns the adaptation off.
+
+    **Measurement size.** With the adaptation off (``noise_factor=1.0``) :math:`n_a` =
+    ``round(approximation_batch_size / batch_size)``: at k = 1 a measurement covers :math:`|B_a|` samples of
+    this run's batches. With it on (``noise_factor=None`` or any other value) ε is read as Eq. 6.8's factor,
+    which holds :math:`128/|B|`, and the multipliers k already carry it; :math:`|B_a|` is then counted in
+    batches of the grid search's 128 samples, :math:`n_a` = ``round(approximation_batch_size / 128)``, as in the
+    reference (10 groups of k batches). At 40,000 training images and k = 1 a measurement therefore covers
+    :math:`|B_a|` = 1,280 samples at every batch size: 10, 40 and 160 batches at batch size 128, 32 and 8.
 
     Hyperparameters keep the meaning they had in the thesis experiments, which ran the published code:
 
@@ -95,10 +106,15 @@ class LABPAL(LineSearchOptimizer):
       see :func:`parabola`); ``"exact"`` is the three-point fit the thesis text describes;
     * the near probe is at 1.77e-4 (the code's value; the text says 1e-4);
     * the measurement uses :math:`n_a k` batches, so the approximation batch grows with k, as in the code;
-    * the published extras are options: during the first ``untrustworthy_updates`` updates each measurement is
-      used alone; when that many updates are done one re-measurement is forced, and from then on the step and the
-      learning rate are means over the last ``averaging_window`` successful measurements. A measuring direction
-      whose norm lies outside ``direction_norm_bounds`` (or that is not a descent direction) is rejected.
+    * the published extras are options, counted as the code counts them: it numbers its updates from -1,
+      forces one re-measurement when that number equals U + 1 (U = ``untrustworthy_updates``) and averages the
+      measurements made while it exceeds U. So the measurements made before U + 2 updates are done are used
+      alone; right after the (U + 2)-th update (the 402nd with the default 400) one re-measurement is forced
+      (again at the next step if its direction is rejected), and from then on the step and the learning rate are
+      means over the last ``averaging_window`` successful measurements. ``untrustworthy_updates=0`` switches the
+      period off (every measurement is averaged, nothing is forced); the code, given 0, would still use the
+      first measurement alone and force a re-measurement after 2 updates. A measuring direction whose norm lies
+      outside ``direction_norm_bounds`` (or that is not a descent direction) is rejected.
 
     Bugs of the published code that are fixed here, not reproduced:
 
@@ -108,6 +124,16 @@ class LABPAL(LineSearchOptimizer):
     * momentum is applied to updates also when k = 1 (the code updated the buffer but stepped along the bare
       gradient);
     * a rejected direction keeps the previous step and returns to training, or re-measures if there is none.
+
+    Two further behaviours of the published code are not reproduced:
+
+    * **growing cap.** The code binds its step cap tensor to the step and then multiplies the step by α in
+      place, so every measurement whose vertex is clipped at ``max_step_size`` multiplies the cap itself by α
+      (1, 1.8, 3.24, ... after successive clips). Here the cap stays ``max_step_size``.
+    * **re-measurement start with k > 1.** The code tests ``(step - last measurement's step) // k >= sgd_steps``
+      at every batch, so after ``sgd_steps - 1`` training updates it accumulates k - 1 more batches, discards
+      them and starts the measurement k - 1 batches later than here (one batch later at k = 2). Here the
+      measurement starts at the next batch-group boundary.
 
     Host synchronization happens only at the two decisions of each measurement (is the direction valid, did the
     parabola give a step), never in training steps.
@@ -165,6 +191,11 @@ class LABPAL(LineSearchOptimizer):
         epsilon: float = 1e-6,
     ) -> None:
         check_ranges(LABPAL.RANGES, locals())
+        # With the noise adaptation on, ε holds Eq. 6.8's factor 128/|B| and the multipliers k' carry it, so |B_a|
+        # is counted in grid-search batches (the reference's 10 batches); counting it in this run's batches as well
+        # applied 128/|B| twice (160 instead of 40 batches at |B| = 32).
+        noise_adapted = noise_factor is None or noise_factor != 1.0
+        approximation_unit = GRID_SEARCH_BATCH_SIZE if noise_adapted else batch_size
         if near_measuring_step_size >= measuring_step_size:
             raise ValueError("Invalid near_measuring_step_size: must be smaller than measuring_step_size")
         low, high = direction_norm_bounds
@@ -186,7 +217,7 @@ class LABPAL(LineSearchOptimizer):
             "update_step_adaptation": update_step_adaptation,
             "momentum": momentum,
             "sgd_steps": sgd_steps,
-            "approximation_batches": max(1, round(approximation_batch_size / batch_size)),
+            "approximation_batches": max(1, round(approximation_batch_size / approximation_unit)),
             "max_step_size": max_step_size,
             "measuring_step_size": measuring_step_size,
             "near_measuring_step_size": near_measuring_step_size,
@@ -212,7 +243,6 @@ class LABPAL(LineSearchOptimizer):
             loss_count=self._scalar(0.0),
             updates=0,
             updates_since_measurement=0,
-            forced_measurement_done=untrustworthy_updates == 0,
             step_size=None,
             lr=None,
             direction_norm=None,
@@ -249,11 +279,20 @@ class LABPAL(LineSearchOptimizer):
         if fired:
             self._start_measurement()
 
+    def _trusted_from(self) -> int:
+        """Updates after which measurements are averaged and the forced re-measurement comes (0: no such period).
+
+        The reference counts its updates from -1, forces the re-measurement when its counter equals U + 1 and
+        averages the measurements made while it exceeds U: both from U + 2 updates on.
+        """
+        untrustworthy = self.param_groups[0]["untrustworthy_updates"]
+        return untrustworthy + 2 if untrustworthy > 0 else 0
+
     def _measurement_due(self) -> bool:
         shared, group = self.shared, self.param_groups[0]
-        if not shared["forced_measurement_done"] and shared["updates"] >= group["untrustworthy_updates"]:
-            shared["forced_measurement_done"] = True
-            return True
+        trusted_from = self._trusted_from()
+        if trusted_from > 0 and shared["updates"] == trusted_from:
+            return True  # an equality, as in the reference: a rejected direction re-measures at the next step
         return shared["updates_since_measurement"] >= group["sgd_steps"]
 
     # -- gradients --------------------------------------------------------------------------------------------
@@ -377,7 +416,7 @@ class LABPAL(LineSearchOptimizer):
 
     def _record(self, step: Tensor, lr: Tensor) -> None:
         shared, group = self.shared, self.param_groups[0]
-        if shared["updates"] < group["untrustworthy_updates"]:
+        if shared["updates"] < self._trusted_from():
             shared["step_size"], shared["lr"] = step, lr
             return
         window = group["averaging_window"]
