@@ -84,7 +84,7 @@ def test_parameters_without_gradients_are_untouched(name):
     assert not torch.equal(model.body[0].weight.detach(), setup(name)[0].body[0].weight.detach())
 
 
-@pytest.mark.parametrize("name", ["pal", "sls", "labpal_sgd", "labpal_nsgd"])
+@pytest.mark.parametrize("name", ["pal", "sls", "labpal_sgd", "labpal_nsgd", "exact_ls"])
 def test_probes_leave_batchnorm_statistics_as_one_training_forward_would(name):
     data = batches(3)  # one LABPAL measurement (3 batches), or one PAL/SLS step
     model, factory, opt = setup(name)

@@ -57,7 +57,7 @@ def test_declared_splits_are_the_rules_the_readers_implement():
     assert set(sources.offered_splits("cifar10")) == set(sources.offered_splits("cifar100")) == set(_CIFAR_SPLITS)
     assert set(sources.offered_splits("svhn")) == set(_SVHN_SPLITS)
     assert set(sources.offered_splits("imagenet")) == set(IMAGE_FOLDER_SPLITS)
-    for name in ("digits", "synthetic", "cifar10shaped"):  # generated or bundled: the loader asks SOURCES
+    for name in ("digits", "synthetic", "cifar10shaped", "matfac"):  # generated or bundled: the loader asks SOURCES
         with pytest.raises(ValueError, match="has no split 'labpal'; available: default"):
             load_dataset(name, split="labpal")
 
@@ -81,7 +81,7 @@ def test_presence_check_agrees_with_the_reader(tmp_path, case):
 
 
 def test_bundled_and_generated_data_is_always_present(tmp_path):
-    for name in ("digits", "synthetic", "cifar10shaped"):
+    for name in ("digits", "synthetic", "cifar10shaped", "matfac"):
         status = sources.dataset_status(name, tmp_path / "nothing")
         assert status.present and status.path is None
 
@@ -133,6 +133,7 @@ def test_data_check_lists_every_dataset_and_what_is_there(tmp_path, capsys, monk
         "digits": "bundled",
         "synthetic": "generated",
         "cifar10shaped": "generated",
+        "matfac": "generated",
     }
 
     assert main(["data", "check", "--json", "--data-dir", str(tmp_path)]) == 0

@@ -2,6 +2,7 @@
 
 import math
 
+import pandas as pd
 import pytest
 
 from lsbench.report import figures_data as fd
@@ -124,6 +125,13 @@ def test_performance_profile_fractions(data):
     assert _row(steps, problem=P1, optimizer="sgd").steps == math.inf
     rho = profile.set_index(["optimizer", "tau"])["rho"]
     assert rho["pal", 1.0] == 1.0 and rho["sgd", 3.0] == 0.0
+
+
+def test_performance_profiles_of_a_sweep_without_the_metric_are_empty():
+    # a sweep of regression problems only (matfac_*) has no accuracy curve at all
+    curves = pd.DataFrame(columns=["problem", "optimizer", "metric", "step", "median"])
+    steps, profile = fd.performance_profiles(curves)
+    assert steps.empty and profile.empty
 
 
 def test_quantile_never_multiplies_infinity_by_zero():

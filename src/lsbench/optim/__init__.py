@@ -9,6 +9,7 @@ from lsbench.optim.alig import ALIG
 from lsbench.optim.baselines import SGD, Adam, RMSprop
 from lsbench.optim.closure import BatchClosure, ClosureFactory
 from lsbench.optim.cocob import COCOB
+from lsbench.optim.exact import ExactLineSearch
 from lsbench.optim.gols_i import GOLSI
 from lsbench.optim.labpal import LABPAL
 from lsbench.optim.noise import noise_adapted
@@ -42,6 +43,7 @@ __all__ = [
     "Adam",
     "BatchClosure",
     "ClosureFactory",
+    "ExactLineSearch",
     "HParam",
     "OptimizerEntry",
     "RMSprop",

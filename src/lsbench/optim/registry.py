@@ -40,6 +40,7 @@ from lsbench.optim._hparams import UNBOUNDED, Range
 from lsbench.optim.alig import ALIG
 from lsbench.optim.baselines import SGD, Adam, RMSprop
 from lsbench.optim.cocob import COCOB
+from lsbench.optim.exact import ExactLineSearch
 from lsbench.optim.gols_i import GOLSI
 from lsbench.optim.labpal import LABPAL
 from lsbench.optim.noise import noise_adapted
@@ -412,6 +413,16 @@ OPTIMIZERS: dict[str, OptimizerEntry] = {
             "COCOB-Backprop: coin betting, no learning rate (Orabona & Tommasi 2017)",
             COCOB,
             (HParam("alpha", float, "restriction factor", symbol="α"),),
+        ),
+        OptimizerEntry(
+            "exact_ls",
+            "Exact line search on the mini-batch loss along −g: doubling + golden section (thesis Sec. 4.6)",
+            ExactLineSearch,
+            (
+                HParam("initial_step_size", float, "first trial distance along the unit direction on every line"),
+                HParam("max_step_size", float, "cap on the distance moved along the unit direction", symbol="s_max"),
+                HParam("max_evaluations", int, "loss evaluations (forward passes) per line, the thesis' 20"),
+            ),
         ),
     )
 }

@@ -28,6 +28,9 @@ Splits follow the thesis experiments (``reference/algorithms.md`` §10, thesis A
   pixels scaled to [0, 1] without standardization and no augmentation, as DeepOBS' ``ToTensor()``.
 * Tolstoi's War and Peace (:mod:`lsbench.problems.text`) and ImageNet (:mod:`lsbench.problems.imagefolder`)
   document their splits in their modules.
+* ``matfac``, the synthetic matrix factorization data of Vaswani et al. (2019, §7.2), is generated from a fixed
+  seed (:func:`make_matrix_factorization`): 1,000 training samples, 250 for validation and 250 for testing, drawn
+  in that order from one stream.
 
 The test split is always the official test set (ImageNet: the official validation set). Splits are
 fractions of the official training set size rather than fixed counts, so that a tiny folder in the same
@@ -64,7 +67,9 @@ __all__ = [
     "default_data_dir",
     "load_dataset",
     "make_cifar_shaped",
+    "make_matrix_factorization",
     "make_synthetic",
+    "matrix_factorization_target",
     "missing_data_error",
     "mnist_split",
     "partition",
@@ -86,7 +91,7 @@ CIFAR100_STD = (0.2675, 0.2565, 0.2761)
 DIGITS_SPLIT_SIZES = (1197, 300, 300)
 """Train/validation/test sizes of scikit-learn's 1,797 digits."""
 
-Task = Literal["classification", "next_token"]
+Task = Literal["classification", "next_token", "regression"]
 
 
 @dataclass(frozen=True)
@@ -99,7 +104,10 @@ class RawDataset:
     ``task="classification"``: targets are ``(N,)`` class labels. ``task="next_token"``: inputs are ``(N, T)``
     int64 token ids, targets ``(N, T)`` the token that follows each input position, ``num_classes`` the
     vocabulary size; such data is never normalized (``mean``/``std`` are empty) and its loss is
-    :class:`~lsbench.problems.evaluation.SequenceCrossEntropy`.
+    :class:`~lsbench.problems.evaluation.SequenceCrossEntropy`. ``task="regression"``: inputs ``(N, F)`` and
+    targets ``(N, K)`` are floats, ``num_classes`` is the number of outputs ``K``; such data is never normalized
+    either, its loss is the mean squared error and it has no accuracy
+    (:func:`~lsbench.problems.evaluation.evaluate` reports NaN).
     """
 
     train_inputs: Tensor
@@ -640,6 +648,69 @@ def make_cifar_shaped(
     )
 
 
+MATFAC_SHAPE = (10, 6)
+"""(outputs, inputs) of the matrix A of the matrix factorization problem."""
+MATFAC_SPLIT_SIZES = (1000, 250, 250)
+"""Train/validation/test samples of the matrix factorization data."""
+MATFAC_ROW_SCALE_RATIO = 1e-10
+"""Smallest row scale of A relative to its largest (the paper's "condition number 10^10", see below)."""
+MATFAC_SEED = 0
+
+
+def matrix_factorization_target(seed: int = MATFAC_SEED) -> Tensor:
+    """The matrix A (``float64``, 10 × 6) whose product with the inputs the matrix factorization problem fits.
+
+    Its rows are scaled linearly from 1 down to 1e-10, each row a vector of independent uniform [0, 1) entries
+    drawn from a generator seeded ``seed``: A = diag(linspace(1, 1e-10, 10)) · U. Vaswani et al. (2019, §7.2)
+    describe A as having "condition number 10^10"; their published experiment builds A in this way (the
+    construction of Recht's two-layer linear network example), so 10^10 is the ratio of the row scales, not of
+    the singular values. This package follows the construction the experiment ran with, because it fixes what
+    the thesis' Figure 4.14 shows: for seed 0 the singular values are about 2.52, 0.634, 0.321, 0.278, 0.190 and
+    0.119 (condition number about 21), so a rank-1 or rank-4 factorization W2·W1 cannot fit A and the loss stalls
+    at a clearly visible floor (about 0.063 and 0.005 in expectation over x ~ N(0, I)), while rank 10 ≥ 6
+    interpolates.
+    """
+    return _draw_matfac_target(torch.Generator().manual_seed(seed))
+
+
+def _draw_matfac_target(generator: torch.Generator) -> Tensor:
+    rows, columns = MATFAC_SHAPE
+    scales = torch.linspace(1.0, MATFAC_ROW_SCALE_RATIO, rows, dtype=torch.float64)
+    return scales[:, None] * torch.rand(rows, columns, generator=generator, dtype=torch.float64)
+
+
+def make_matrix_factorization(
+    *, sizes: tuple[int, int, int] = MATFAC_SPLIT_SIZES, seed: int = MATFAC_SEED
+) -> RawDataset:
+    """The synthetic matrix factorization data of Vaswani et al. (2019, §7.2), used in thesis Sec. 4.7.
+
+    Inputs x ~ N(0, I) in R^6 and noise-free targets y = A x in R^10, with A from
+    :func:`matrix_factorization_target`. A and all samples come from one generator seeded ``seed`` (A first,
+    then train, validation and test inputs in that order), never from a run's seed: every run trains on the same
+    data, and the run seed only initializes the model and orders the batches. Computed in ``float64``, stored as
+    ``float32``; a regression task, so nothing is normalized or augmented.
+    """
+    generator = torch.Generator().manual_seed(seed)
+    target = _draw_matfac_target(generator)
+    total = sum(sizes)
+    inputs = torch.randn(total, MATFAC_SHAPE[1], generator=generator, dtype=torch.float64)
+    targets = inputs @ target.T
+    train, validation, test = partition(total, sizes, seed=None)
+    inputs, targets = inputs.float(), targets.float()
+    return RawDataset.carved(
+        inputs,
+        targets,
+        train,
+        validation,
+        (inputs[test], targets[test]),
+        num_classes=MATFAC_SHAPE[0],
+        mean=(),
+        std=(),
+        augmentation=None,
+        task="regression",
+    )
+
+
 def _generated(name: str, make: Callable[[], RawDataset]) -> Callable[[Path, str, bool], RawDataset]:
     def load(root: Path, split: str, download: bool) -> RawDataset:
         _check_split(name, split)
@@ -673,6 +744,7 @@ DATASETS: dict[str, Callable[[Path, str, bool], RawDataset | StreamedDataset]] =
     "digits": _load_digits,
     "synthetic": _generated("synthetic", make_synthetic),
     "cifar10shaped": _generated("cifar10shaped", make_cifar_shaped),
+    "matfac": _generated("matfac", make_matrix_factorization),
 }
 """Dataset keys used in problem names, mapped to ``loader(root, split, download)``."""
 

@@ -2,11 +2,14 @@
 
 Targets may be class labels ``(N,)`` with logits ``(N, C)``, or one label per position ``(N, T)`` with logits
 ``(N, T, C)`` (character-level language models, :class:`SequenceCrossEntropy`): accuracy is then the fraction
-of correctly predicted positions, and the loss the mean over positions.
+of correctly predicted positions, and the loss the mean over positions. Floating-point targets are a regression
+(the matrix factorization problems, squared loss): the loss is the mean over every output, and there is no
+accuracy -- it is reported as NaN, which the trainer writes as null and the reports skip.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -39,7 +42,8 @@ def evaluate(
     data: EvalSplit,
     batch_size: int | None = None,
 ) -> tuple[float, float]:
-    """Return ``(mean loss, accuracy)`` of ``model`` over all of ``data``, computed in eval mode.
+    """Return ``(mean loss, accuracy)`` of ``model`` over all of ``data``, computed in eval mode; the accuracy is
+    NaN for floating-point (regression) targets.
 
     ``data`` is a :class:`~lsbench.problems.sampling.DataSplit` on the device or a streamed split
     (:class:`~lsbench.problems.sampling.StreamedSplit`) read from disk batch by batch; ``batch_size``
@@ -63,15 +67,21 @@ def evaluate(
         loss_sum: Tensor | None = None
         correct: Tensor | None = None
         count = 0
+        regression = False
         for inputs, targets in data.batches(chunk):
             logits = model(inputs)
             elements = targets.numel()
             batch_loss = loss_fn(logits, targets).double() * elements
-            batch_correct = (logits.argmax(dim=-1) == targets).sum()
             loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-            correct = batch_correct if correct is None else correct + batch_correct
+            regression = targets.is_floating_point()
+            if not regression:
+                batch_correct = (logits.argmax(dim=-1) == targets).sum()
+                correct = batch_correct if correct is None else correct + batch_correct
             count += elements
     finally:
         model.train(was_training)
-    assert loss_sum is not None and correct is not None
+    assert loss_sum is not None
+    if regression:
+        return loss_sum.item() / count, math.nan
+    assert correct is not None
     return loss_sum.item() / count, correct.item() / count

@@ -25,6 +25,7 @@ __all__ = [
     "MODELS",
     "BasicBlock",
     "CifarResNet",
+    "LinearFactorization",
     "OptionAShortcut",
     "SmallCNN",
     "build_model",
@@ -156,6 +157,26 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class LinearFactorization(nn.Module):
+    """The two-layer linear network W2·W1·x of the matrix factorization problem (Vaswani et al. 2019, §7.2).
+
+    ``W1`` is ``rank × in_features`` and ``W2`` is ``out_features × rank``, both without bias and initialized as
+    PyTorch initializes a bias-free ``nn.Linear`` (uniform in ±1/√fan_in). A rank below the rank of the target
+    matrix cannot represent it; a rank at least ``min(in_features, out_features)`` can (interpolation).
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int) -> None:
+        super().__init__()
+        if rank < 1:
+            raise ValueError(f"rank must be >= 1, got {rank}")
+        self.rank = rank
+        self.first = nn.Linear(in_features, rank, bias=False)
+        self.second = nn.Linear(rank, out_features, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.second(self.first(x.flatten(1)))
+
+
 ModelBuilder = Callable[[tuple[int, ...], int], nn.Module]
 
 
@@ -195,6 +216,11 @@ MODELS: dict[str, ModelBuilder] = {
     # Character-level language model: input (N, T) indices, ``num_classes`` is the vocabulary size, output
     # (N, T, vocabulary) logits -- pair it with a per-character loss (nets.charrnn.sequence_cross_entropy).
     "charrnn": lambda shape, classes: CharRNN(vocab_size=classes),
+    # Matrix factorization (Vaswani et al. 2019, §7.2): W2·W1 of rank 1, 4 and 10; ``num_classes`` is the number of
+    # outputs of the regression.
+    "rank1": lambda shape, classes: LinearFactorization(math.prod(shape), classes, rank=1),
+    "rank4": lambda shape, classes: LinearFactorization(math.prod(shape), classes, rank=4),
+    "rank10": lambda shape, classes: LinearFactorization(math.prod(shape), classes, rank=10),
 }
 """Model keys used in problem names, mapped to ``builder(input_shape, num_classes)`` with ``input_shape`` the
 shape of one sample (``(C, H, W)``, ``(F,)``, or ``(T,)`` for ``charrnn``).

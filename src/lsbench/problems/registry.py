@@ -83,6 +83,10 @@ _CIFAR10SMALL_DEFAULTS = ProblemDefaults(batch_size=128, steps=10_000, weight_de
 # Sized so plain SGD (lr 0.1) reaches > 90 % test accuracy (about 96 % MLP, 99 % CNN) within a few CPU
 # seconds: 600 steps of 32 are 16 epochs of the 1,197 training images.
 _DIGITS_DEFAULTS = ProblemDefaults(batch_size=32, steps=600, weight_decay=0.0, eval_every=100)
+# Matrix factorization (thesis Sec. 4.7, Figure 4.14; Vaswani et al. 2019, §7.2): 1,000 training samples in
+# batches of 100, so 3,000 steps are 300 epochs; no weight decay (interpolation must stay possible). Sized so that a
+# run takes seconds on a CPU and rank 10 reaches a training loss far below the floors of ranks 1 and 4.
+_MATFAC_DEFAULTS = ProblemDefaults(batch_size=100, steps=3_000, weight_decay=0.0, eval_every=100)
 
 _CIFAR_TITLES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "svhn": "SVHN"}
 
@@ -143,6 +147,16 @@ PROBLEMS: dict[str, ProblemSpec] = {
         _spec("mnist", "mlp", _MNIST_DEFAULTS, "MNIST (50k/10k split), MLP 784-128-10"),
         _spec("digits", "mlp", _DIGITS_DEFAULTS, "scikit-learn 8x8 digits, MLP 64-128-10: CPU demo"),
         _spec("digits", "cnn", _DIGITS_DEFAULTS, "scikit-learn 8x8 digits, 2-layer CNN with BatchNorm: CPU demo"),
+        *(
+            _spec(
+                "matfac",
+                f"rank{rank}",
+                _MATFAC_DEFAULTS,
+                f"Synthetic matrix factorization y = Ax (A: 10x6), linear W2·W1 of rank {rank}, squared loss "
+                f"({kind}; Vaswani et al. 2019 §7.2, thesis Fig. 4.14)",
+            )
+            for rank, kind in ((1, "cannot fit A"), (4, "cannot fit A"), (10, "interpolates"))
+        ),
         _spec(
             "synthetic",
             "mlp",
@@ -157,6 +171,14 @@ PROBLEMS: dict[str, ProblemSpec] = {
         ),
     )
 }
+
+
+_LOSSES: dict[str, type[nn.Module]] = {
+    "classification": nn.CrossEntropyLoss,
+    "next_token": SequenceCrossEntropy,
+    "regression": nn.MSELoss,
+}
+"""The loss of each kind of task (:class:`~lsbench.problems.datasets.RawDataset`), all means over the batch."""
 
 
 def get_problem(name: str) -> ProblemSpec:
@@ -175,7 +197,8 @@ class Problem:
         spec: what was built.
         model: on the requested device, initialised from the seed.
         loss_fn: mean cross-entropy over the batch -- :class:`~lsbench.problems.evaluation.SequenceCrossEntropy`
-            (mean over every character) for next-token problems (weight decay is the trainer's business, see
+            (mean over every character) for next-token problems, the mean squared error over every output
+            (``nn.MSELoss()``) for regression problems (weight decay is the trainer's business, see
             ``spec.defaults``).
         train: infinite sampler of augmented, normalized training batches: a device-resident
             :class:`~lsbench.problems.sampling.BatchSampler`, or a
@@ -184,7 +207,8 @@ class Problem:
             (:class:`~lsbench.problems.sampling.DataSplit`) or streamed
             (:class:`~lsbench.problems.sampling.StreamedSplit`); both work with
             :func:`~lsbench.problems.evaluate`.
-        num_classes: number of classes (the vocabulary size for next-token problems).
+        num_classes: number of classes (the vocabulary size for next-token problems, the number of outputs for
+            regression problems).
         train_size: number of training samples (e.g. for LABPAL's noise factor and SLS).
     """
 
@@ -242,8 +266,7 @@ def build_problem(
     test: EvalSplit
     loss_fn: nn.Module
     if isinstance(data, RawDataset):
-        next_token = data.task == "next_token"
-        normalize = None if next_token else Normalize(data.mean, data.std, device=device)
+        normalize = None if data.task != "classification" else Normalize(data.mean, data.std, device=device)
 
         def split_on_device(inputs: torch.Tensor, targets: torch.Tensor) -> DataSplit:
             inputs = inputs.to(device)
@@ -259,7 +282,7 @@ def build_problem(
         )
         validation = split_on_device(data.validation_inputs, data.validation_targets)
         test = split_on_device(data.test_inputs, data.test_targets)
-        loss_fn = SequenceCrossEntropy() if next_token else nn.CrossEntropyLoss()
+        loss_fn = _LOSSES[data.task]()
     else:
         train = data.train_sampler(batch_size=batch, seed=seed, device=device)
         validation = data.evaluation_split("validation", device=device)

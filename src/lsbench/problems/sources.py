@@ -182,6 +182,9 @@ SOURCES: dict[str, DataSource] = {
         DataSource("digits", "scikit-learn's digits", ("default",), "bundled", how="ships with scikit-learn"),
         DataSource("synthetic", "synthetic teacher data", ("default",), "generated", how="generated from a seed"),
         DataSource("cifar10shaped", "CIFAR-10-shaped synthetic data", ("default",), "generated", how="generated"),
+        DataSource(
+            "matfac", "matrix factorization data (Vaswani et al. 2019)", ("default",), "generated", how="generated"
+        ),
     )
 }
 """Every dataset a problem can name, by key."""

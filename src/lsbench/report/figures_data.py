@@ -338,7 +338,8 @@ def performance_profiles(
     steps = pd.DataFrame(rows, columns=["problem", "optimizer", "target", "steps", "ratio"])
     problems = steps["problem"].nunique()
     if taus is None:
-        finite = steps.loc[np.isfinite(steps["ratio"]), "ratio"]
+        ratios = steps["ratio"].astype(float)  # float even when empty (no problem has the metric, e.g. regressions)
+        finite = ratios[np.isfinite(ratios)]
         top = max(2.0, float(finite.max()) * 1.1) if len(finite) else 2.0
         taus = np.linspace(1.0, top, 50)
     profile = [

@@ -17,6 +17,8 @@ not measurements of this code base:
   CIFAR-shaped problem cost the same per step as full CIFAR-10 on ResNet-20.
 * digits (8x8 images, MLP or small CNN, batch 32): about 0.002 s per step, dominated by kernel launches.
 * synthetic MLP: about 0.001 s per step.
+* matrix factorization (``matfac_rank*``: 6 → k → 10 linear maps, batch 100): about 0.001 s per step, kernel
+  launches only.
 
 Other batch sizes scale the step time linearly (a fair approximation for the CIFAR networks, pessimistic for the
 tiny problems). A problem missing from the table falls back to its model's entry in :data:`MODEL_STEP_SECONDS`,
@@ -37,6 +39,9 @@ forward-pass equivalents with a backward pass ≈ 2 forward passes, so a plain s
 * GOLS-I: one forward + backward per sampled batch (each evaluation of its line search is one step): 1.0.
 * ALI-G, SGD-HD, COCOB: a plain step with cheap extra arithmetic: 1.0.
 * PLS: one forward + backward per step plus a per-sample gradient pass (vmap) of about the same cost: 2.0.
+* Exact line search (``exact_ls``): 1 forward + 1 backward plus up to ``max_evaluations`` probe forwards; it spends
+  the whole default budget of 20 unless it stops early (at its step cap, or when the bracket cannot be split),
+  so (3 + 20) / 3 ≈ 7.67 (a grid that lowers ``max_evaluations`` is overestimated).
 * Unknown optimizers count 1.0.
 
 **Evaluation:** every ``eval_every`` steps and at the end, the validation and test splits are evaluated
@@ -111,6 +116,9 @@ MODEL_STEP_SECONDS: dict[str, float] = {
     "resnet50_imagenet": 0.8,  # 224 x 224 images
     "densenet121_imagenet": 0.9,
     "charrnn": 0.02,  # 50 sequences of 50 characters
+    "rank1": 0.001,  # matrix factorization: two tiny linear maps
+    "rank4": 0.001,
+    "rank10": 0.001,
 }
 """Seconds per plain training step by model, at the problem's registry batch size (used when a problem has no
 entry of its own in :data:`STEP_SECONDS`)."""
@@ -141,6 +149,7 @@ DATASET_EVAL_SAMPLES: dict[str, int] = {
     "mnist": 20_000,
     "imagenet": 60_000,  # 10 per class held out + the 50,000 official validation images
     "tolstoi": 1_300,  # sequences of 50 characters in the validation and test parts
+    "matfac": 500,  # 250 validation + 250 test samples
 }
 """Fallback by dataset for problems without an entry of their own in :data:`EVAL_SAMPLES`."""
 
@@ -157,6 +166,7 @@ OPTIMIZER_FACTORS: dict[str, float] = {
     "sgd_hd": 1.0,
     "cocob": 1.0,
     "pls": 2.0,
+    "exact_ls": 23 / 3,
 }
 """Cost of one step relative to a plain SGD step (see the module docstring)."""
 
