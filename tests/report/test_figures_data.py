@@ -204,3 +204,18 @@ def test_sensitivity_excluded_convention_drops_diverged_runs(vary_runs):
     beta, _ = _panel(table, "beta")
     assert [value for value, *_ in beta] == [0.2, 0.4]  # beta=0.0 diverged everywhere: no value
     assert fd.sensitivity(vary_runs, {"sgd": (BASE, ["mu"])}).empty
+
+
+def test_best_point_of_a_problem_without_accuracies_has_the_lowest_training_loss(tmp_path):
+    """Regression problems (matrix factorization) record no accuracy: the best point is the lowest final loss."""
+    store = Store(f"sqlite:///{tmp_path}/r.sqlite")
+    store.upsert_sweep("r", "0" * 64, "", str(tmp_path), "local")
+    specs = [_spec("matfac_rank10", "sls", lr, 1) for lr in (0.1, 1.0)]
+    store.add_runs("r", specs)
+    for spec, loss in zip(specs, (1e-3, 1e-9), strict=True):
+        store.add_metrics_many([(spec.run_id, 300, "train_loss", loss), (spec.run_id, 300, "val_acc", math.nan)])
+        summary = {"train_loss": loss, "val_acc": math.nan, "test_acc": math.nan, "seconds": 1.0}
+        store.set_run_status(spec.run_id, "completed", summary=summary, step=300)
+    best = fd.best_points(fd.load(store, "r").runs)
+    store.close()
+    assert len(best) == 1 and best.iloc[0]["train_loss"] == 1e-9

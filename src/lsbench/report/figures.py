@@ -146,6 +146,8 @@ def _box_caption(mine: pd.DataFrame, problem: str, convention: str, fig: plt.Fig
 
 def _curves(curves: pd.DataFrame, problem: str, metrics: Sequence[str], name: str, title: str, out: Path) -> Figure:
     mine = curves[(curves["problem"] == problem) & curves["metric"].isin(metrics)]
+    # Only the metrics the problem has (a regression problem records no accuracies).
+    metrics = [metric for metric in metrics if (mine["metric"] == metric).any()] or list(metrics[:1])
     width = PAGE_WIDTH_IN if len(metrics) > 1 else COLUMN_WIDTH_IN
     groups = _by_sweep(sorted(mine["optimizer"].unique()))
     fig, grid = plt.subplots(len(groups), len(metrics), figsize=(width, 2.6 * len(groups)), squeeze=False, sharey="col")
@@ -168,9 +170,10 @@ def _curves(curves: pd.DataFrame, problem: str, metrics: Sequence[str], name: st
             ax.tick_params(labelsize=7)
         axes[-1].legend(fontsize=6, frameon=False)
     seeds = int(mine.groupby(["optimizer"])["seeds"].max().sum()) if len(mine) else 0
+    chosen = "highest mean validation accuracy" if "val_acc" in set(mine["metric"]) else "lowest mean training loss"
     caption = (
-        f"{title} on {problem}: median over the seeds of each optimizer's best configuration (highest mean "
-        f"validation accuracy), band min–max; {seeds} runs."
+        f"{title} on {problem}: median over the seeds of each optimizer's best configuration ({chosen}), band "
+        f"min–max; {seeds} runs."
     )
     return save_figure(fig, out, name, f"{title} on {problem}", caption, mine)
 
@@ -297,5 +300,6 @@ def draw_all(
         figures.append(_cost(table, out))
     if len(problems) >= 2:
         steps, profile = fd.performance_profiles(curves)
-        figures.append(_profile(steps, profile, out))
+        if len(profile):  # problems without accuracies (regression) have no profile
+            figures.append(_profile(steps, profile, out))
     return figures

@@ -201,13 +201,19 @@ def best_points(
     runs: pd.DataFrame, convention: str = DEFAULT_CONVENTION, chance: Mapping[str, float] | None = None
 ) -> pd.DataFrame:
     """Per (problem, optimizer) the point with the highest mean validation accuracy (ties: smallest canonical JSON,
-    as in the Table A.1 aggregation). Columns: ``problem, optimizer, point, seeds, diverged`` and the metrics."""
+    as in the Table A.1 aggregation); on a problem without accuracies (regression, e.g. matrix factorization) the
+    point with the lowest mean training loss. Columns: ``problem, optimizer, point, seeds, diverged`` and the
+    metrics."""
     points = point_means(runs, convention, chance)
-    points = points[points["val_acc"].notna()]
+    regression = ~points.groupby("problem")["val_acc"].transform(lambda values: values.notna().any()).astype(bool)
+    points = points[points["val_acc"].notna() | (regression & points["train_loss"].notna())]
     if points.empty:
         return points
-    ordered = points.sort_values(["problem", "optimizer", "val_acc", "point"], ascending=[True, True, False, True])
-    return ordered.groupby(["problem", "optimizer"], sort=True).head(1).reset_index(drop=True)
+    score = points["val_acc"].where(~regression[points.index], -points["train_loss"])
+    ordered = points.assign(_score=score).sort_values(
+        ["problem", "optimizer", "_score", "point"], ascending=[True, True, False, True]
+    )
+    return ordered.groupby(["problem", "optimizer"], sort=True).head(1).drop(columns="_score").reset_index(drop=True)
 
 
 def best_curves(
