@@ -8,7 +8,7 @@ STAMP := $(VENV)/.lsbench-installed
 # The development machines carry these builds on disk; a cluster install uses pyproject's ranges instead.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint bench venv cluster-up cluster-down
+.PHONY: demo test lint bench reproduce venv cluster-up cluster-down
 
 venv: $(STAMP)
 
@@ -27,8 +27,8 @@ demo: $(STAMP)
 	$(PY) -m lsbench sweep report demo_digits
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests benchmarks
-	$(PY) -m ruff format --check src tests benchmarks
+	$(PY) -m ruff check src tests benchmarks reproduction
+	$(PY) -m ruff format --check src tests benchmarks reproduction
 
 # The Slurm tests (marked slurm, under tests/sweep/backends/slurm) need the single-node test cluster: start it
 # (installing its Debian packages if missing; needs root) and chromium for the report's browser test, run the whole
@@ -43,6 +43,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/plan_expansion.py
 	$(PY) benchmarks/aggregate_store.py
 	$(PY) benchmarks/report_store.py
+
+# Small-scale reproductions of the thesis' claims on the CPU (local pool, SQLite under reproduction/runs/), judged
+# and written to REPRODUCTION.md; an interrupted run continues where it stopped (see reproduction/reproduce.py).
+reproduce: $(STAMP)
+	$(PY) reproduction/reproduce.py
 
 # The test cluster on its own (e.g. to run `pytest -m slurm` repeatedly); see cluster/testing/start.sh.
 cluster-up:
