@@ -176,18 +176,24 @@ class LineScanner:
         keeps each batch's normalization statistics its own while the work per call grows, which is what pays for
         small models, whose single forward pass is all overhead. A last, smaller batch is evaluated on its own."""
         count = inputs.shape[0]
-        whole = count // batch_size * batch_size
-        blocks = [  # (inputs, targets, grouped): stacks of `group` batches [G, B, ...], then the smaller last batch
-            (
-                inputs[start:stop].unflatten(0, (-1, batch_size)),
-                targets[start:stop].unflatten(0, (-1, batch_size)).flatten(0, 1),
-                True,
-            )
-            for start in range(0, whole, batch_size * self.group)
-            for stop in [min(whole, start + batch_size * self.group)]
-        ]
-        if whole < count:
-            blocks.append((inputs[whole:], targets[whole:], False))
+        if self.group == 1:  # plain batches: no vmap over a group of one
+            blocks = [
+                (inputs[start : start + batch_size], targets[start : start + batch_size], False)
+                for start in range(0, count, batch_size)
+            ]
+        else:  # stacks of `group` batches [G, B, ...], then the smaller last batch on its own
+            whole = count // batch_size * batch_size
+            blocks = [
+                (
+                    inputs[start:stop].unflatten(0, (-1, batch_size)),
+                    targets[start:stop].unflatten(0, (-1, batch_size)).flatten(0, 1),
+                    True,
+                )
+                for start in range(0, whole, batch_size * self.group)
+                for stop in [min(whole, start + batch_size * self.group)]
+            ]
+            if whole < count:
+                blocks.append((inputs[whole:], targets[whole:], False))
         rows = []
         for first in range(0, len(self.step_sizes), self.chunk):
             params = self._points(origin, direction, self.step_sizes[first : first + self.chunk])
