@@ -123,6 +123,11 @@ def final(row: RunRow, key: str) -> float:
     return math.nan if value is None else float(value)
 
 
+def verdict_of(held: list[bool]) -> str:
+    """A claim checked in several settings: reproduced in all, partly in some, not in none."""
+    return "reproduced" if all(held) else "partly" if any(held) else "not reproduced"
+
+
 def pct(value: float) -> str:
     return "n/a" if not math.isfinite(value) else f"{100 * value:.1f} %"
 
@@ -172,7 +177,7 @@ def claim_exact(root: Path) -> Claim:
     median = float(np.median(angles))
     worse = [exact_loss > pal_loss, exact_acc < pal_acc]
     lands = abs(median - 90) <= 5
-    verdict = "reproduced" if lands and all(worse) else "partly" if lands and any(worse) else "not reproduced"
+    verdict = verdict_of(worse) if lands else "not reproduced"
     best_point = ", ".join(
         f"{k}={v:g}" for k, v in best[0].hparams.items() if k in ("measuring_step_size", "update_step_adaptation")
     )
@@ -219,7 +224,7 @@ def claim_table(root: Path) -> Claim:
         lines.append(
             f"| {problem} | *best points (test accuracy)* | | | LABPAL {pct(labpal)}, PAL {pct(pal)}, SGD {pct(sgd)} |"
         )
-    verdict = "reproduced" if all(held) else "partly" if any(held) else "not reproduced"
+    verdict = verdict_of(held)
     return Claim(
         "LABPAL outperforms PAL and is on par with SGD (Table A.1 form)",
         "Table A.1, Figures 6.4–6.5 (Section 6.4.2)",
@@ -251,7 +256,7 @@ def claim_batch(root: Path) -> Claim:
         drop = {o: acc[(128, o)] - acc[(size, o)] for o in ("labpal_sgd", "labpal_nsgd", "pal", "sls")}
         labpal = min(drop["labpal_sgd"], drop["labpal_nsgd"])
         held.append(labpal < drop["pal"] and labpal < drop["sls"] and max(drop["pal"], drop["sls"]) > 0.01)
-    verdict = "reproduced" if all(held) else "partly" if any(held) else "not reproduced"
+    verdict = verdict_of(held)
     return Claim(
         "LABPAL keeps its performance at small batch sizes",
         "Figure 6.7 (Section 6.4.3)",
@@ -284,7 +289,7 @@ def claim_lines(root: Path) -> list[Claim]:
     )
     plain = next(row for row in rows if row.hparams["momentum"] == 0.0)
     ratios = [f["mae_ratio"] for f in findings.values()]
-    parabolic = "reproduced" if max(ratios) < 0.2 else "partly" if min(ratios) < 0.2 else "not reproduced"
+    parabolic = verdict_of([ratio < 0.2 for ratio in ratios])
     r2 = findings[0.0]["proportionality_r2"]
     proportional = "reproduced" if r2 >= 0.8 else "partly" if r2 >= 0.5 else "not reproduced"
     return [
@@ -332,7 +337,7 @@ def claim_matfac(root: Path) -> Claim:
         low = all(means[(p, optimizer)] < 1e-8 for p in interpolating)
         floor = all(means[(p, optimizer)] > 1e-4 for p in problems if p not in interpolating)
         held.append(low and floor)
-    verdict = "reproduced" if all(held) else "partly" if any(held) else "not reproduced"
+    verdict = verdict_of(held)
     return Claim(
         "PAL and SLS converge to machine precision only where interpolation holds",
         "Figure 4.14 (Section 4.7)",

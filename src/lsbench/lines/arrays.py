@@ -46,7 +46,7 @@ ARRAYS_DIR = "lines.zarr"
 FORMAT = 1
 _CHUNK_BYTES = 8 << 20  # a chunk of the widest array: large enough for few files, small enough to rewrite
 _MAX_CHUNK_LINES = 512
-_BUFFER_BYTES = 64 << 20  # lines held on the device before they are appended
+_BUFFER_BYTES = 64 << 20  # at most about this much of lines held on the device before they are appended
 
 
 class ArraysMismatchError(ValueError):
@@ -145,7 +145,8 @@ class LineWriter:
                     f.name, shape=(0, *shape), chunks=(chunk, *shape), dtype=f.dtype, fill_value=0
                 )
         self._buffer: list[dict[str, Any]] = []
-        self._buffered_bytes = 0
+        line_bytes = sum(math.prod(self.layout.line_shape(f)) * np.dtype(f.dtype).itemsize for f in self.layout.fields)
+        self._buffer_lines = max(1, _BUFFER_BYTES // line_bytes)  # lines held on the device before they are appended
 
     @property
     def rows(self) -> int:
@@ -155,7 +156,6 @@ class LineWriter:
     def truncate(self, rows: int) -> None:
         """Cut every array back to ``rows`` lines and drop the buffer (a resumed run, before it measures again)."""
         self._buffer.clear()
-        self._buffered_bytes = 0
         for array in self.arrays.values():
             if array.shape[0] != rows:
                 array.resize((rows, *array.shape[1:]))
@@ -166,10 +166,7 @@ class LineWriter:
         if missing:
             raise ValueError(f"line is missing {', '.join(missing)}")
         self._buffer.append({f.name: values[f.name] for f in self.layout.fields})
-        self._buffered_bytes += sum(
-            math.prod(self.layout.line_shape(f)) * np.dtype(f.dtype).itemsize for f in self.layout.fields
-        )
-        if self._buffered_bytes >= _BUFFER_BYTES:
+        if len(self._buffer) >= self._buffer_lines:
             self.flush()
 
     def flush(self) -> int:
@@ -178,20 +175,23 @@ class LineWriter:
             start = self.rows
             stop = start + len(self._buffer)
             for f in self.layout.fields:
-                block = np.stack([_host(line[f.name], f.dtype) for line in self._buffer])
+                block = _host([line[f.name] for line in self._buffer], f.dtype)
                 array = self.arrays[f.name]
                 array.resize((stop, *array.shape[1:]))
                 array[start:stop] = block
             self._buffer.clear()
-            self._buffered_bytes = 0
         return self.rows
 
 
-def _host(value: Any, dtype: str) -> np.ndarray:
-    """A buffered value as a host array of the stored dtype (a torch tensor is copied off its device here)."""
-    if hasattr(value, "detach"):
-        value = value.detach().to("cpu").numpy()
-    return np.asarray(value).astype(dtype, copy=False)
+def _host(values: list[Any], dtype: str) -> np.ndarray:
+    """Buffered values of one array as a host block of the stored dtype: device tensors are stacked on their device
+    and copied off it at once (one transfer per array and flush, not one per line). Numbers are taken as they are.
+    torch is imported here, not at the top: readers of the arrays (a login node drawing a report) need no torch."""
+    if all(hasattr(value, "detach") for value in values):
+        import torch
+
+        return torch.stack([value.detach() for value in values]).cpu().numpy().astype(dtype, copy=False)
+    return np.stack([np.asarray(value) for value in values]).astype(dtype, copy=False)
 
 
 @dataclass(frozen=True)

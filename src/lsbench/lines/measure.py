@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call, grad, vmap
 
+from lsbench.optim._linesearch import flat_dot
 from lsbench.problems.evaluation import SequenceCrossEntropy
 
 __all__ = ["DEFAULT_CHUNK", "DEFAULT_GROUP", "LineScanner", "MeasuredLine", "default_layout"]
@@ -158,9 +159,9 @@ class LineScanner:
         steps = self.step_sizes.double()
         if not self.weight_decay:
             return torch.zeros_like(steps)
-        norm2 = torch.stack([o.double().square().sum() for o in origin]).sum()
-        cross = torch.stack([(o.double() * d.double()).sum() for o, d in zip(origin, direction, strict=True)]).sum()
-        dir2 = torch.stack([d.double().square().sum() for d in direction]).sum()
+        origin64, direction64 = [o.double() for o in origin], [d.double() for d in direction]
+        norm2, cross = flat_dot(origin64, origin64), flat_dot(origin64, direction64)
+        dir2 = flat_dot(direction64, direction64)
         return 0.5 * self.weight_decay * (norm2 + 2 * steps * cross + steps.square() * dir2)
 
     # -- measurements ------------------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from torch import Tensor
 from lsbench.lines.arrays import ARRAYS_DIR, LineWriter
 from lsbench.lines.measure import LineScanner
 from lsbench.lines.settings import ScanSettings
+from lsbench.optim._linesearch import flat_dot, flat_norm
 from lsbench.problems import Problem
 from lsbench.problems.sampling import BatchSampler, DataSplit, derive_seed
 from lsbench.runs.spec import RunSpec
@@ -97,12 +98,12 @@ class LineScan:
         defined by the batch ``inputs``/``targets``."""
         with torch.no_grad(), numerics("fp32"):
             update = torch._foreach_sub([p.detach() for p in self.params], origin)
-            step_taken = _norm(update)
+            step_taken = flat_norm(update)
         with numerics("fp32"):
             gradient = self.scanner.gradient(origin, inputs, targets)
             after = self.scanner.gradient([p.detach() for p in self.params], inputs, targets)
         with torch.no_grad(), numerics("fp32"):
-            grad_norm = _norm(gradient)
+            grad_norm = flat_norm(gradient)
             moved = step_taken > 0
             # d̂ = u/‖u‖, or -g/‖g‖ for a step that did not move; selected on the device, no host read.
             update_scale = torch.where(moved, 1 / step_taken, 0.0)
@@ -111,8 +112,8 @@ class LineScan:
                 u * update_scale.to(u.dtype) + g * gradient_scale.to(g.dtype)
                 for u, g in zip(update, gradient, strict=True)
             ]
-            slope = _dot(gradient, direction)
-            cosine = _dot(after, direction) / _norm(after)
+            slope = flat_dot(gradient, direction)
+            cosine = flat_dot(after, direction) / flat_norm(after)
             angle = torch.rad2deg(torch.arccos(cosine.clamp(-1.0, 1.0)))
             keep = self.settings.per_sample
             full = self.scanner.line(
@@ -146,13 +147,3 @@ class LineScan:
 
     def flush(self) -> int:
         return self.writer.flush()
-
-
-def _dot(first: list[Tensor], second: list[Tensor]) -> Tensor:
-    """The inner product of two parameter-shaped lists as a float64 device scalar."""
-    return torch.stack([(a.double() * b.double()).sum() for a, b in zip(first, second, strict=True)]).sum()
-
-
-def _norm(tensors: list[Tensor]) -> Tensor:
-    """The global L2 norm of ``tensors`` as a float64 device scalar."""
-    return torch.stack(torch._foreach_norm(tensors)).double().norm()
