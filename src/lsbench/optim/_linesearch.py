@@ -196,7 +196,7 @@ class LineSearchOptimizer(Optimizer):
         shared = state_dict.pop("shared")
         super().load_state_dict(state_dict)
         device = self._params[0].device if self._params else torch.device("cpu")
-        self.shared = _to_device(copy.deepcopy(shared), device)
+        self.shared = to_device(copy.deepcopy(shared), device)
         self._make_flags()
         self._after_load_shared()
 
@@ -208,13 +208,13 @@ class LineSearchOptimizer(Optimizer):
         """Hook for subclasses that keep derived, unsaved state."""
 
 
-def _to_device(value: Any, device: torch.device) -> Any:
+def to_device(value: Any, device: torch.device) -> Any:
     if isinstance(value, Tensor):
         return value.to(device)
     if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
+        return {k: to_device(v, device) for k, v in value.items()}
     if isinstance(value, list):
-        return [_to_device(v, device) for v in value]
+        return [to_device(v, device) for v in value]
     if isinstance(value, tuple):
-        return tuple(_to_device(v, device) for v in value)
+        return tuple(to_device(v, device) for v in value)
     return value
