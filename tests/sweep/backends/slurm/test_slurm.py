@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import time
@@ -217,14 +218,18 @@ def test_requeued_and_timed_out_runs_checkpoint_resume_and_match_an_uninterrupte
     subprocess.run(["scontrol", "requeue", f"{job}_0"], check=True)
 
     # Run 1: reaches its time limit. Slurm sends the --signal warning anywhere up to ~30 s before the limit's
-    # own window, so the test sets a 1-minute limit only once the run has a checkpoint, and keeps the worker paused
-    # until the warning came -- the run is then surely in the middle of training when its time runs out.
+    # own window, so the test sets a limit about a minute ahead only once the run has a checkpoint, and keeps the
+    # worker paused until the warning came -- the run is then surely in the middle of training when its time runs
+    # out. The limit counts from the element's start: one shorter than the time it already ran would end it in the
+    # same pass of slurmctld that sends the warning, before the worker could checkpoint (a loaded machine takes
+    # more than a minute to get here).
     wait_for(lambda: checkpointed(timed_out), 120, "run 1 to write a checkpoint")
     paused = [c["pid"] for c in env.stand_in_calls() if c["kind"] == "exec" and c["index"] == "1"][-1]
     batch_log = sweep.path / "logs" / "slurm" / f"{job}_1.out"
     os.kill(paused, signal.SIGSTOP)
     try:
-        subprocess.run(["scontrol", "update", f"JobId={job}_1", "TimeLimit=00:01:00"], check=True)
+        limit = math.ceil(run_seconds(f"{job}_1") / 60) + 1
+        subprocess.run(["scontrol", "update", f"JobId={job}_1", f"TimeLimit={limit}"], check=True)
         wait_for(lambda: "got SIGUSR2" in batch_log.read_text(), 120, "the time-limit signal")
     finally:
         os.kill(paused, signal.SIGCONT)
@@ -249,6 +254,14 @@ def test_requeued_and_timed_out_runs_checkpoint_resume_and_match_an_uninterrupte
     assert f"requeueing {job}_1 (restart 1 of at most 3)" in log and "restart 1 on" in log
     first = (sweep.path / "logs" / "slurm" / f"{job}_0.out").read_text()
     assert "DUE TO JOB REQUEUE" in first and "got SIGTERM" in first and "restart 1 on" in first
+
+
+def run_seconds(job: str) -> int:
+    """How long a running job (array element) has run, from ``scontrol show job``'s RunTime=[D-]HH:MM:SS."""
+    shown = subprocess.run(["scontrol", "show", "job", job], capture_output=True, text=True, check=True).stdout
+    days, _, clock = re.search(r"RunTime=(\S+)", shown).group(1).rpartition("-")
+    hours, minutes, seconds = (int(part) for part in clock.split(":"))
+    return ((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 def test_quoted_paths_with_spaces_quotes_semicolons_and_substitutions_reach_slurm_intact(slurm_env, capsys):
