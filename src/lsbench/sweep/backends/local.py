@@ -17,6 +17,20 @@ both decide that no pool is running.
 Workers get SIGTERM when the pool dies, however it dies (Linux ``PR_SET_PDEATHSIG``): they checkpoint and leave
 their runs ``preempted``, and ``sweep resubmit --missing`` continues them. ``cancel`` sends SIGTERM to the pool's
 process group, which reaches the pool and all its workers.
+
+**Persistent workers.** Starting a worker (Python, torch, the dataset) costs seconds, more than a small run trains.
+So a slot keeps one long-lived worker, ``python -m lsbench worker --serve`` (:mod:`lsbench.sweep.worker` has the
+protocol), started when the slot first has work and pinned like a one-run worker. The pool hands it one *unit* at a
+time on its standard input and reads the unit's answer -- each run's exit code -- from its standard output; the
+worker's own output goes to each run's log (``logs/RUN_ID.log``, appended) while it trains that run, and to the
+pool's log in between. Units come from the queued runs by :func:`lsbench.fused.groups.group_runs` with the sweep's
+``runs_per_worker`` (``sweep.json``; 1, every run alone, when absent); a unit is busy -- none of its runs is handed out
+again -- from when it is sent until it is answered. A worker that dies (killed, out of memory) has the runs of its
+unanswered unit marked failed unless they recorded an outcome themselves, as a one-run worker's runs are, and a line
+in their logs says so; the slot starts a fresh worker for its next unit. A run another worker holds (exit code
+:data:`EXIT_BUSY`) stays queued and is handed out again only after a heartbeat period, when the holder has either
+recorded it or gone silent. When nothing is queued or in flight the pool closes its workers' input (they exit) and
+ends.
 """
 
 from __future__ import annotations
@@ -28,6 +42,7 @@ import fcntl
 import json
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -38,15 +53,20 @@ from pathlib import Path
 from types import FrameType
 
 from lsbench.cpus import available_cpus
+from lsbench.fused.groups import group_runs
 from lsbench.store import RunRow, Store
 from lsbench.sweep.backends import SubmitOptions
 from lsbench.sweep.layout import SweepDir
-from lsbench.sweep.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_OK
+from lsbench.sweep.protocol import EXIT_BUSY, EXIT_DIVERGED, EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, heartbeat_seconds
 
 POOL_LOCK = "pool.lock"
 POOL_INFO = "pool.json"
 POOL_LOG = "pool.log"
 POLL_SECONDS = 0.2
+WORKER_EXIT_SECONDS = 60.0
+"""How long the pool waits for a worker whose input it closed (or that it stopped) before it kills it."""
+RECORDED_THEMSELVES = (EXIT_OK, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_BUSY)
+"""Exit codes after which a run's state is the worker's own record (or untouched); any other leaves it to the pool."""
 _PR_SET_PDEATHSIG = 1
 
 
@@ -214,73 +234,216 @@ def _die_with_parent() -> None:
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
+@dataclass(eq=False)
+class _Worker:
+    """One long-lived worker process, its slot and the unit it trains (None while idle)."""
+
+    process: subprocess.Popen[bytes]
+    slot: Slot
+    unit: list[RunRow] | None = None
+    answers: bytes = b""  # what was read of its output that is not yet a whole line
+    closed: bool = False  # its output reached its end: it exited or is exiting
+
+    @property
+    def output(self) -> int:
+        assert self.process.stdout is not None
+        return self.process.stdout.fileno()
+
+    def send(self, unit: list[RunRow]) -> bool:
+        """Hand the worker ``unit``; False if it is gone (its input is closed)."""
+        line = ("+".join(str(row.index) for row in unit) + "\n").encode()
+        assert self.process.stdin is not None
+        try:
+            while line:
+                line = line[self.process.stdin.write(line) or 0 :]
+        except (BrokenPipeError, ValueError):
+            self.closed = True
+            return False
+        self.unit = unit
+        return True
+
+
 class Pool:
-    """The pool process: runs queued runs in its slots until none are left."""
+    """The pool process: hands the queued runs to its slots' workers until none are left (see module docstring)."""
 
     def __init__(self, sweep: SweepDir, slots: Sequence[Slot]) -> None:
         self.sweep = sweep
-        self.free = list(slots)
-        self.running: dict[int, tuple[subprocess.Popen[bytes], Slot, str]] = {}
+        self.free = list(slots)  # slots without a worker
+        self.workers: list[_Worker] = []
+        self.retry_at: dict[str, float] = {}  # run id -> when a run another worker held may be handed out again
         self.stopping = False
+        self.job_id = f"local-{os.getpid()}"
 
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
         store = Store(self.sweep.store_url())
         try:
             while True:
+                queued = self._queued(store)
                 if not self.stopping:
-                    self._launch(store)
-                if not self.running and (self.stopping or not self._queued(store)):
-                    break
-                self._reap(store)
-                time.sleep(POLL_SECONDS)
+                    self._launch(queued)
+                if not self._in_flight() and (self.stopping or not queued):
+                    self._close_workers()
+                    if self.stopping or not self._queued(store):  # once more: a submit may have queued runs meanwhile
+                        break
+                    continue
+                self._wait(store)
         finally:
+            self._close_workers()
             store.close()
 
     def _stop(self, _signum: int, _frame: FrameType | None) -> None:
         self.stopping = True
-        for process, _, _ in self.running.values():
+        for worker in self.workers:
             with contextlib.suppress(ProcessLookupError):
-                process.send_signal(signal.SIGTERM)
+                worker.process.send_signal(signal.SIGTERM)
 
-    def _queued(self, store: Store) -> list[tuple[int, str]]:
-        return [(row.index, row.run_id) for row in store.sweep_runs(self.sweep.name) if row.status == "queued"]
+    def _queued(self, store: Store) -> list[RunRow]:
+        return [row for row in store.sweep_runs(self.sweep.name) if row.status == "queued"]
 
-    def _launch(self, store: Store) -> None:
-        busy = {run_id for _, _, run_id in self.running.values()}
-        for index, run_id in self._queued(store):
-            if not self.free:
+    def _in_flight(self) -> list[_Worker]:
+        return [worker for worker in self.workers if worker.unit is not None]
+
+    def _launch(self, queued: list[RunRow]) -> None:
+        """Hand units of the queued runs that are not in flight to idle workers, starting workers in free slots."""
+        idle = [worker for worker in self.workers if worker.unit is None and not worker.closed]
+        if not idle and not self.free:
+            return
+        busy = {row.run_id for worker in self._in_flight() for row in worker.unit or ()}
+        now = time.monotonic()
+        rows = [row for row in queued if row.run_id not in busy and self.retry_at.get(row.run_id, 0.0) <= now]
+        if not rows:
+            return
+        for positions in group_runs([row.spec for row in rows], self._runs_per_worker()):
+            worker = idle.pop(0) if idle else self._start_worker() if self.free else None
+            if worker is None or self.stopping:  # a stop that came while a worker was being started
                 return
-            if run_id in busy:
-                continue
-            slot = self.free.pop(0)
-            log_file = self.sweep.log_file(run_id)
-            log_file.parent.mkdir(parents=True, exist_ok=True)
-            command = [sys.executable, "-m", "lsbench", "worker", "--sweep-dir", str(self.sweep.path)]
-            command += ["--index", str(index), "--backend", "local", "--job-id", f"local-{os.getpid()}"]
-            with open(log_file, "ab") as log:
-                process = subprocess.Popen(
-                    command,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=slot.environment(),
-                    preexec_fn=_die_with_parent,
-                )
-            self.running[process.pid] = (process, slot, run_id)
+            worker.send([rows[position] for position in positions])  # a worker gone meanwhile is reaped by _wait
 
-    def _reap(self, store: Store) -> None:
-        for pid, (process, slot, run_id) in list(self.running.items()):
-            code = process.poll()
-            if code is None:
-                continue
-            del self.running[pid]
-            self.free.append(slot)
-            if code not in (EXIT_OK, EXIT_DIVERGED, EXIT_INTERRUPTED, EXIT_BUSY):
-                run = store.get_run(run_id)
-                if run is not None and run.status in ("running", "queued"):
-                    # killed (OOM, SIGKILL) or crashed before it could record its own failure
-                    store.set_run_status(run_id, "failed")
+    def _runs_per_worker(self) -> int:
+        """The sweep's ``runs_per_worker``, read each time: a later submit may change it."""
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            return max(1, int(self.sweep.read_meta().get("runs_per_worker", 1)))
+        return 1
+
+    def _start_worker(self) -> _Worker:
+        slot = self.free.pop(0)
+        command = [sys.executable, "-m", "lsbench", "worker", "--sweep-dir", str(self.sweep.path), "--serve"]
+        command += ["--backend", "local", "--job-id", self.job_id]
+        process = subprocess.Popen(
+            command,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,  # the answers; the worker moves its own output to its stderr, the pool's log
+            bufsize=0,
+            env=slot.environment(),
+            preexec_fn=_die_with_parent,
+        )
+        worker = _Worker(process, slot)
+        self.workers.append(worker)
+        return worker
+
+    def _wait(self, store: Store) -> None:
+        """Wait up to :data:`POLL_SECONDS` for answers, settle those that came, and reap workers that exited."""
+        listening = {worker.output: worker for worker in self.workers if not worker.closed}
+        if listening:
+            ready, _, _ = select.select(list(listening), [], [], POLL_SECONDS)
+        else:
+            time.sleep(POLL_SECONDS)
+            ready = []
+        for fd in ready:
+            self._read(store, listening[fd])
+        for worker in list(self.workers):
+            if worker.process.poll() is not None:
+                self._reap(store, worker)
+
+    def _read(self, store: Store, worker: _Worker) -> None:
+        chunk = os.read(worker.output, 65536)
+        if not chunk:
+            worker.closed = True
+            return
+        worker.answers += chunk
+        while b"\n" in worker.answers:
+            line, worker.answers = worker.answers.split(b"\n", 1)
+            self._settle(store, worker, line)
+
+    def _settle(self, store: Store, worker: _Worker, line: bytes) -> None:
+        """Record what a worker answered for its unit; the worker is idle again."""
+        unit, worker.unit = worker.unit, None
+        try:
+            codes = json.loads(line).get("codes") or {}
+        except (ValueError, AttributeError):
+            print(f"pool: worker {worker.process.pid} answered {line[:200]!r}", flush=True)
+            codes = {}
+        for row in unit or ():
+            code = codes.get(str(row.index), EXIT_FAILURE)
+            if code == EXIT_BUSY:  # another worker holds it: not again before it has recorded it or gone silent
+                self.retry_at[row.run_id] = time.monotonic() + heartbeat_seconds()
+            elif code not in RECORDED_THEMSELVES:
+                self._fail(store, row.run_id)
+
+    def _reap(self, store: Store, worker: _Worker) -> None:
+        """A worker exited: read its last answers, give its slot back, and fail the runs it left unanswered."""
+        while not worker.closed and select.select([worker.output], [], [], 0)[0]:
+            self._read(store, worker)
+        self.workers.remove(worker)
+        self.free.append(worker.slot)
+        assert worker.process.stdin is not None and worker.process.stdout is not None
+        with contextlib.suppress(OSError):
+            worker.process.stdin.close()
+        worker.process.stdout.close()
+        code = worker.process.returncode
+        if worker.unit is None:
+            if code not in (EXIT_OK, EXIT_INTERRUPTED):
+                print(f"pool: worker {worker.process.pid} exited with code {code} while idle", flush=True)
+            return
+        if code in RECORDED_THEMSELVES:
+            return  # it stopped before it began the unit: its runs are still queued
+        death = f"was killed by signal {-code}" if code < 0 else f"exited with code {code}"
+        print(f"pool: worker {worker.process.pid} {death} while training {[r.index for r in worker.unit]}", flush=True)
+        note = f"lsbench pool: the worker (pid {worker.process.pid}) {death} (its output outside runs: {POOL_LOG})"
+        for row in worker.unit:
+            if self._fail(store, row.run_id, queued_too=not self.stopping):
+                _note(self.sweep.log_file(row.run_id), note)
+
+    def _fail(self, store: Store, run_id: str, queued_too: bool = True) -> bool:
+        """Mark the run failed if no worker recorded an outcome for it; return whether it was marked.
+
+        A queued run is a run whose worker crashed before it could record its own failure; when the pool is being
+        stopped, it is a run that the stop kept from starting, and it stays queued.
+        """
+        run = store.get_run(run_id)
+        if run is None or run.status not in (("running", "queued") if queued_too else ("running",)):
+            return False
+        store.set_run_status(run_id, "failed")
+        return True
+
+    def _close_workers(self) -> None:
+        """End every worker: close its input (an idle one exits at once), stop one that still trains, wait."""
+        for worker in self.workers:
+            assert worker.process.stdin is not None
+            with contextlib.suppress(OSError):
+                worker.process.stdin.close()
+            if worker.unit is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    worker.process.send_signal(signal.SIGTERM)
+        for worker in self.workers:
+            try:
+                worker.process.wait(timeout=WORKER_EXIT_SECONDS)
+            except subprocess.TimeoutExpired:
+                worker.process.kill()
+                worker.process.wait()
+            assert worker.process.stdout is not None
+            worker.process.stdout.close()
+            self.free.append(worker.slot)
+        self.workers.clear()
+
+
+def _note(log_file: Path, text: str) -> None:
+    """Append a line to a run's log, where ``sweep status`` shows the tail of a failed run."""
+    with contextlib.suppress(OSError):
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a") as log:
+            log.write(text + "\n")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
