@@ -46,6 +46,10 @@ SHARED_HPARAMS: dict[str, tuple[str, ...]] = {
 
 FUSED_OPTIMIZERS = tuple(SHARED_HPARAMS)
 
+UNFUSED_NOISE_ADAPTATION = ("pal", "sls")
+"""Optimizers whose noise adaptation (``noise_factor`` other than 1: every update averages several batches,
+:mod:`lsbench.optim.noise`) has no fused version: such runs train alone."""
+
 FUSED_MODELS = ("mlp", "cnn", "resnet20", "resnet32")
 """Models :func:`lsbench.fused.model.fuse_models` can fuse (by their :mod:`lsbench.problems.models` name)."""
 
@@ -55,9 +59,11 @@ def fusable(spec: RunSpec) -> bool:
     from lsbench.problems import PROBLEMS
 
     problem = PROBLEMS.get(spec.problem)
+    noise_adapted = spec.optimizer in UNFUSED_NOISE_ADAPTATION and spec.hparams.get("noise_factor", 1.0) != 1.0
     return (
         spec.kind == DEFAULT_KIND
         and spec.optimizer in SHARED_HPARAMS
+        and not noise_adapted
         and problem is not None
         and problem.model in FUSED_MODELS
     )

@@ -169,6 +169,13 @@ PROBLEMS: dict[str, ProblemSpec] = {
             ProblemDefaults(batch_size=128, steps=1_000, weight_decay=1e-4, eval_every=250),
             "Synthetic CIFAR-10-shaped images with CIFAR augmentation, ResNet-20: step-cost benchmarks",
         ),
+        _spec(
+            "cifar10shaped",
+            "resnet32",
+            ProblemDefaults(batch_size=128, steps=1_000, weight_decay=1e-4, eval_every=250),
+            "Synthetic CIFAR-10-shaped images with CIFAR augmentation, ResNet-32 (the thesis' CIFAR-10 network): "
+            "step-cost benchmarks such as fused training on a GPU",
+        ),
     )
 }
 

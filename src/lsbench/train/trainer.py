@@ -106,7 +106,7 @@ _log = logging.getLogger(__name__)
 
 # cuBLAS reads its workspace configuration when its first handle is created; set here, at import, it is in place
 # before the worker or ``lsbench train`` runs anything on CUDA. A process that used cuBLAS before importing lsbench
-# has its configuration already (see _deterministic_algorithms).
+# has its configuration already (see deterministic_algorithms).
 _CUBLAS_CONFIG = ":4096:8"
 _CUBLAS_SET_LATE = "CUBLAS_WORKSPACE_CONFIG" not in os.environ and torch.cuda.is_initialized()
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", _CUBLAS_CONFIG)
@@ -269,7 +269,12 @@ def train(
     directory = None if out_dir is None else Path(out_dir)
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-    with _deterministic_algorithms(device), numerics(config.run.precision):
+    if directory is not None and _fused_checkpoint(directory):  # a run that began in a fused group continues as one
+        from lsbench.fused.trainer import train_group
+
+        [result] = train_group([config], [directory], on_eval=[on_eval], should_stop=should_stop)
+        return result
+    with deterministic_algorithms(device), numerics(config.run.precision):
         run = _Run(config, directory)
         if directory is not None:
             run.resume(directory)
@@ -277,12 +282,17 @@ def train(
         if run.scan is not None:
             run.scan.flush()
     if directory is not None and result.status != "interrupted":
-        _write_outputs(directory, result, run.problem.model.state_dict())
+        write_outputs(directory, result, run.problem.model.state_dict())
     return result
 
 
+def _fused_checkpoint(directory: Path) -> bool:
+    loaded = load_checkpoint(directory)
+    return loaded is not None and bool(loaded[0].get(FUSED_CHECKPOINT))
+
+
 @contextlib.contextmanager
-def _deterministic_algorithms(device: torch.device) -> Iterator[None]:
+def deterministic_algorithms(device: torch.device) -> Iterator[None]:
     """Deterministic kernels for the duration of a run; the caller's setting is restored afterwards.
 
     ``warn_only``: an operation without a deterministic implementation warns instead of failing the run.
@@ -304,7 +314,7 @@ def _deterministic_algorithms(device: torch.device) -> Iterator[None]:
         torch.use_deterministic_algorithms(enabled, warn_only=warn_only)
 
 
-class _Window(NamedTuple):
+class Window(NamedTuple):
     """The step sums of one evaluation window, read to the host."""
 
     loss_sum: float
@@ -314,17 +324,21 @@ class _Window(NamedTuple):
     first_bad_step: int | None
 
 
-class _StepSums:
+class StepSums:
     """Device-side running sums of what every step reports (see the module docstring for why on the device).
 
-    The window sums restart at every evaluation point; ``run_lr_sum`` and ``first_bad_step`` cover the run.
+    The window sums restart at every evaluation point; ``run_lr_sum`` and ``first_bad_step`` cover the run. A fused
+    group (:mod:`lsbench.fused`) keeps one sum per copy: ``copies`` K makes every sum a ``(K,)`` vector, and
+    :meth:`copy_state_dict` is copy k's sums in the form a run of its own saves.
     """
 
     _WINDOW = ("loss_sum", "finite_losses", "lr_sum", "updates")
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, copies: int | None = None) -> None:
+        shape = () if copies is None else (copies,)
+
         def zero(dtype: torch.dtype) -> Tensor:
-            return torch.zeros((), dtype=dtype, device=device)
+            return torch.zeros(shape, dtype=dtype, device=device)
 
         self.sums: dict[str, Tensor] = {
             "loss_sum": zero(torch.float64),  # finite step losses only, so one NaN does not hide the rest
@@ -332,7 +346,7 @@ class _StepSums:
             "lr_sum": zero(torch.float64),
             "updates": zero(torch.int64),
             "run_lr_sum": zero(torch.float64),
-            "first_bad_step": torch.full((), -1, dtype=torch.int64, device=device),
+            "first_bad_step": torch.full(shape, -1, dtype=torch.int64, device=device),
         }
 
     def add(self, step: int, loss: Tensor, report: StepReport) -> None:
@@ -347,16 +361,23 @@ class _StepSums:
         first_bad = sums["first_bad_step"]
         first_bad.masked_fill_(first_bad.lt(0) & ~finite, step)
 
-    def read_window(self) -> _Window:
+    def read_window(self) -> Window:
         """The window's sums in one host synchronisation; the window restarts."""
+        [window] = self.read_windows()
+        return window
+
+    def read_windows(self) -> list[Window]:
+        """Every copy's window sums (one for a single run) in one host synchronisation; the windows restart."""
         sums = self.sums
         names = (*self._WINDOW, "first_bad_step")
-        values = torch.stack([sums[name].double() for name in names]).tolist()
+        columns = torch.stack([sums[name].double().reshape(-1) for name in names], dim=1).tolist()
         for name in self._WINDOW:
             sums[name].zero_()
-        loss_sum, finite_losses, lr_sum, updates, first_bad = values
-        first_bad_step = None if first_bad < 0 else int(first_bad)
-        return _Window(loss_sum, int(finite_losses), lr_sum, int(updates), first_bad_step)
+        windows = []
+        for loss_sum, finite_losses, lr_sum, updates, first_bad in columns:
+            first_bad_step = None if first_bad < 0 else int(first_bad)
+            windows.append(Window(loss_sum, int(finite_losses), lr_sum, int(updates), first_bad_step))
+        return windows
 
     def run_lr_sum(self) -> float:
         return self.sums["run_lr_sum"].item()
@@ -367,6 +388,14 @@ class _StepSums:
     def load_state_dict(self, state: Mapping[str, Tensor]) -> None:
         for name, value in self.sums.items():
             value.copy_(state[name])
+
+    def copy_state_dict(self, k: int) -> dict[str, Tensor]:
+        """Copy k's sums as 0-d tensors: what the checkpoint of a run trained alone holds."""
+        return {name: value[k].clone() for name, value in self.sums.items()}
+
+    def load_copy_state_dict(self, k: int, state: Mapping[str, Tensor]) -> None:
+        for name, value in self.sums.items():
+            value[k] = state[name]
 
 
 class _Run:
@@ -392,7 +421,7 @@ class _Run:
         self.closures = closure_factory(
             self.problem.model, self.problem.loss_fn, run.weight_decay, run.precision, self.device
         )
-        self.sums = _StepSums(self.device)
+        self.sums = StepSums(self.device)
         # A linescan run's measurement (lsbench.lines): it reads the model and writes arrays, never changes training.
         self.scan = LineScan(run, self.problem, out_dir) if run.kind == "linescan" and out_dir is not None else None
         self.step = 0
@@ -430,14 +459,7 @@ class _Run:
                 self.scan.start()
             return
         state, path = loaded
-        expected, found = self.config.run.identity(), _run_identity(state["config"])
-        if found != expected:
-            differences = ", ".join(
-                f"{key}={found.get(key)!r} (requested {expected.get(key)!r})"
-                for key in sorted(expected.keys() | found.keys())
-                if found.get(key) != expected.get(key)
-            )
-            raise CheckpointMismatchError(f"{path} belongs to a different run: {differences}")
+        check_checkpoint(self.config.run, state, path, fused=False)
         self.problem.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.problem.train.load_state_dict(state["sampler"])
@@ -496,19 +518,9 @@ class _Run:
             val_loss, val_acc = evaluate(problem.model, problem.loss_fn, problem.validation)
             test_loss, test_acc = evaluate(problem.model, problem.loss_fn, problem.test)
         report = step_report(self.optimizer)
-        point: EvalPoint = {
-            "step": self.step,
-            "train_loss": window.loss_sum / window.finite_losses if window.finite_losses else math.nan,
-            "val_loss": val_loss,
-            "val_acc": val_acc,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "mean_effective_lr": window.lr_sum / window_steps,
-            "updates": window.updates,
-            "forward_passes": report.forward_passes,
-            "backward_passes": report.backward_passes,
-            "elapsed": self.elapsed(),
-        }
+        point = eval_point(
+            self.step, window, window_steps, (val_loss, val_acc, test_loss, test_acc), report, self.elapsed()
+        )
         self.history.append(point)
         if on_eval is not None:
             on_eval(dict(point))
@@ -528,7 +540,54 @@ class _Run:
         )
 
 
-def _run_identity(config: Mapping[str, Any]) -> dict[str, Any]:
+FUSED_CHECKPOINT = "fused"
+"""Key of a checkpoint written by a fused group (:mod:`lsbench.fused.trainer`): its optimizer state is one copy of
+a vectorised optimizer, which only a fused group can continue (a group of one, if need be)."""
+
+
+def check_checkpoint(run: RunSpec, state: Mapping[str, Any], path: Path, *, fused: bool) -> None:
+    """Raise :class:`CheckpointMismatchError` unless the checkpoint ``state`` (read from ``path``) is one of ``run``
+    written by the same kind of trainer (a single run's or a fused group's)."""
+    expected, found = run.identity(), run_identity(state["config"])
+    if found != expected:
+        differences = ", ".join(
+            f"{key}={found.get(key)!r} (requested {expected.get(key)!r})"
+            for key in sorted(expected.keys() | found.keys())
+            if found.get(key) != expected.get(key)
+        )
+        raise CheckpointMismatchError(f"{path} belongs to a different run: {differences}")
+    if bool(state.get(FUSED_CHECKPOINT)) != fused:
+        written, wanted = ("a fused group", "a single run") if not fused else ("a single run", "a fused group")
+        raise CheckpointMismatchError(f"{path} was written by {written}; {wanted} cannot continue it")
+
+
+def eval_point(
+    step: int,
+    window: Window,
+    window_steps: int,
+    scores: tuple[float, float, float, float],
+    report: StepReport,
+    elapsed: float,
+) -> EvalPoint:
+    """The evaluation point of ``step`` from its window's sums, the ``(val_loss, val_acc, test_loss, test_acc)``
+    scores and the optimizer's pass counters (one definition for single runs and fused groups)."""
+    val_loss, val_acc, test_loss, test_acc = scores
+    return {
+        "step": step,
+        "train_loss": window.loss_sum / window.finite_losses if window.finite_losses else math.nan,
+        "val_loss": val_loss,
+        "val_acc": val_acc,
+        "test_loss": test_loss,
+        "test_acc": test_acc,
+        "mean_effective_lr": window.lr_sum / window_steps,
+        "updates": window.updates,
+        "forward_passes": report.forward_passes,
+        "backward_passes": report.backward_passes,
+        "elapsed": elapsed,
+    }
+
+
+def run_identity(config: Mapping[str, Any]) -> dict[str, Any]:
     """The identity of the run a stored config (:meth:`TrainConfig.to_dict`) describes; empty if unreadable."""
     try:
         return TrainConfig.from_dict(config).run.identity()
@@ -536,7 +595,7 @@ def _run_identity(config: Mapping[str, Any]) -> dict[str, Any]:
         return {}
 
 
-def _write_outputs(out_dir: Path, result: TrainResult, model_state: dict[str, Tensor]) -> None:
+def write_outputs(out_dir: Path, result: TrainResult, model_state: dict[str, Tensor]) -> None:
     """Final model, metrics and result, each atomically; ``result.json`` last, so it marks a finished run.
 
     The model's tensors are saved from the CPU: a file of CUDA tensors needs ``map_location`` to load on a machine
