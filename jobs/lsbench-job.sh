@@ -4,15 +4,16 @@
 #   exec /bin/bash lsbench-job.sh WORKER_COMMAND...
 #
 # WORKER_COMMAND is the container command up to and including `python -m lsbench worker --sweep-dir DIR
-# --backend slurm`; this script appends `--index I --job-id J` for each run of its task. It
+# --backend slurm`; this script appends `--index I --job-id J` for each unit of its task (`--index I+J+K` for runs
+# trained together as one fused model, resources.runs_per_worker). It
 #
 #  1. reads its line of the task table ($LSBENCH_TASKS, "TASK INDEX:RUN_ID ...") for $SLURM_ARRAY_TASK_ID: the
 #     array indices are re-based to 0 per array, the table holds the sweep's plan indices;
 #  2. optionally stages $LSBENCH_DATA_DIR to node-local scratch (once per node, under a lock) and makes the data
 #     visible in the container at the same path ($APPTAINER_BIND, $APPTAINERENV_LSBENCH_DATA);
-#  3. starts one worker per run: with placement "gpu" directly (the task holds exactly the run's GPUs), with
-#     placement "node" as one `srun --exact` step per slot, so every worker gets its own GPU(s) and CPUs; each
-#     worker's output is appended to the run's log, logs/<run_id>.log;
+#  3. starts one worker per unit (a run, or a fused group): with placement "gpu" directly (the task holds exactly the
+#     unit's GPUs), with placement "node" as one `srun --exact` step per slot, so every worker gets its own GPU(s)
+#     and CPUs; each worker's output is appended to its (first) run's log, logs/<run_id>.log;
 #  4. forwards SIGUSR2 (sent by Slurm before the time limit, --signal=B:USR2@T, or at preemption), SIGTERM and
 #     SIGINT to the workers, which checkpoint and exit with code 4 ("interrupted");
 #  5. after a USR2, requeues its own array element from the host -- `scontrol requeue JOB_TASK` (scontrol does
@@ -97,9 +98,9 @@ export OMP_NUM_THREADS=${LSBENCH_THREADS_PER_RUN:-1} MKL_NUM_THREADS=${LSBENCH_T
 
 mkdir -p "$LSBENCH_SWEEP_DIR/logs"
 for entry in "${RUNS[@]}"; do
-    index=${entry%%:*}
+    index=${entry%%:*} # "I", or "I+J+K" for runs trained together as one fused model
     run_id=${entry#*:}
-    run_log="$LSBENCH_SWEEP_DIR/logs/$run_id.log"
+    run_log="$LSBENCH_SWEEP_DIR/logs/${run_id%%+*}.log" # a fused group's worker writes each run's lines itself
     if [[ $PLACEMENT == node ]]; then
         srun --exact --ntasks=1 --nodes=1 --gres="gpu:${LSBENCH_GPUS_PER_RUN:-1}" \
             --cpus-per-task="${LSBENCH_CPUS_PER_RUN:-1}" --mem="${LSBENCH_MEMORY_PER_RUN:-1G}" \
@@ -127,8 +128,11 @@ for k in "${!PIDS[@]}"; do
         "$EXIT_INTERRUPTED" | 140 | 143 | 130) interrupted=$((interrupted + 1)) ;; # checkpointed, or killed by USR2/TERM/INT before it could
         *)
             failed=$((failed + 1))
-            printf '%s lsbench-job %s: the worker exited with status %s\n' "$(date '+%F %T')" "$JOB" "$code" \
-                >>"$LSBENCH_SWEEP_DIR/logs/${entry#*:}.log"
+            IFS=+ read -r -a unit_runs <<<"${entry#*:}"
+            for run_id in "${unit_runs[@]}"; do
+                printf '%s lsbench-job %s: the worker exited with status %s\n' "$(date '+%F %T')" "$JOB" "$code" \
+                    >>"$LSBENCH_SWEEP_DIR/logs/$run_id.log"
+            done
             ;;
     esac
     log "run ${entry#*:}: worker exited with status $code"

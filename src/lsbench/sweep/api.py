@@ -315,6 +315,8 @@ def submit(
     # SQLite must not be written from other machines: there, workers record through spool files (store/spool.py)
     spool = spool or (chosen.name != "local" and store_url.startswith("sqlite"))
     meta = {"name": grid.name, "grid_hash": grid.grid_hash, "store": shown_url, "backend": backend_name, "spool": spool}
+    # Read by the backends when they form workers (lsbench.fused.groups.group_runs): the grid's, else the profile's.
+    meta["runs_per_worker"] = grid.resources.runs_per_worker or (loaded.runs_per_worker if loaded is not None else 1)
     sweep.write_meta(meta)
     with Store(store_url) as store:
         grid_text = store.scrub(grid.source_text)  # a password written into the grid stays out of every copy

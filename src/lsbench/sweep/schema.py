@@ -238,3 +238,12 @@ def key_path(parts: Sequence[Any]) -> str:
 def exception_text(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return one_line(text if len(text) <= 300 else text[:297] + "...")
+
+
+def optional(leaf: Check) -> Check:
+    """``leaf``, or null."""
+
+    def check(value: Any, *context: Any) -> Any:
+        return None if value is None else leaf.check(value, *context)
+
+    return Check(check, {"anyOf": [dict(leaf.json), {"type": "null"}]}, leaf.context)

@@ -235,6 +235,8 @@ BAD_SETTINGS = [
     ("budget: {steps: 5e3}", "budget.steps", "expected a positive integer, got number 5000.0"),
     ("training: {split: random}", "training.split", "unknown split"),
     ("resources: {gpus_per_run: 0}", "resources.gpus_per_run", "outside"),
+    ("resources: {runs_per_worker: 0}", "resources.runs_per_worker", "outside"),
+    ("resources: {runs_per_worker: four}", "resources.runs_per_worker", "expected a positive integer"),
     ("resources: {time_limit: 24:00:00}", "resources.time_limit", 'quote it: "24:00:00"'),
     ("resources: {time_limit: '1 day'}", "resources.time_limit", "HH:MM:SS"),
     ("resources: {memory: 16}", "resources.memory", "Slurm size"),
@@ -401,8 +403,8 @@ def test_never_a_traceback_on_random_documents() -> None:
     keys = [
         "name", "problems", "budget", "seeds", "training", "optimizers", "resources", "store", "grid", "zip", "fixed",
         "steps", "eval_every", "batch_size", "weight_decay", "split", "gpus_per_run", "time_limit", "memory",
-        *OPTIMIZERS, *PROBLEMS, "lr", "momentum", "nesterov", "measuring_step_size", "batch_size_schedule",
-        "direction_norm_bounds", "noise_factor", "max_step_size", "lr_schedule", "estimator",
+        "runs_per_worker", *OPTIMIZERS, *PROBLEMS, "lr", "momentum", "nesterov", "measuring_step_size",
+        "batch_size_schedule", "direction_norm_bounds", "noise_factor", "max_step_size", "lr_schedule", "estimator",
     ]  # fmt: skip
     scalars = [
         None, True, False, 0, 1, -1, 3, 2**70, 0.5, 1e-4, -0.0, float("inf"), "", "x", "sgd", "digits_mlp",

@@ -30,7 +30,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Field, PrivateAttr, model_validator
 
-from lsbench.sweep.schema import Check, Section, ValidationError, fail, first_problem
+from lsbench.sweep.schema import Check, Section, ValidationError, fail, first_problem, optional
 from lsbench.sweep.yamlfile import YamlProblem, read_yaml
 
 __all__ = [
@@ -78,13 +78,6 @@ def _int(low: int, high: int) -> Check:
         return value
 
     return Check(check, {"type": "integer", "minimum": low, "maximum": high})
-
-
-def _optional(leaf: Check) -> Check:
-    def check(value: Any, *context: Any) -> Any:
-        return None if value is None else leaf.check(value, *context)
-
-    return Check(check, {"anyOf": [dict(leaf.json), {"type": "null"}]}, leaf.context)
 
 
 def _number(low: float, high: float) -> Check:
@@ -196,16 +189,16 @@ SCRATCH = Check(_scratch, _PATH, context=True)
 class NodeFacts(Section):
     """Facts about a compute node (sizes; informational except as documentation). ``node["gpus"]`` works too."""
 
-    gpus: Annotated[int | None, _optional(_int(1, 64))] = Field(None, description="GPUs per node")
-    gpu_model: Annotated[str | None, _optional(TEXT)] = Field(None, description="GPU model (informational)")
-    cpu_model: Annotated[str | None, _optional(TEXT)] = Field(None, description="CPU model (informational)")
-    sockets: Annotated[int | None, _optional(_int(1, 16))] = Field(None, description="CPU sockets per node")
-    cores: Annotated[int | None, _optional(_int(1, 4096))] = Field(None, description="physical cores per node")
-    threads: Annotated[int | None, _optional(_int(1, 8192))] = Field(
+    gpus: Annotated[int | None, optional(_int(1, 64))] = Field(None, description="GPUs per node")
+    gpu_model: Annotated[str | None, optional(TEXT)] = Field(None, description="GPU model (informational)")
+    cpu_model: Annotated[str | None, optional(TEXT)] = Field(None, description="CPU model (informational)")
+    sockets: Annotated[int | None, optional(_int(1, 16))] = Field(None, description="CPU sockets per node")
+    cores: Annotated[int | None, optional(_int(1, 4096))] = Field(None, description="physical cores per node")
+    threads: Annotated[int | None, optional(_int(1, 8192))] = Field(
         None, description="hardware threads per node (what Slurm counts as CPUs)"
     )
-    memory: Annotated[str | None, _optional(SIZE)] = Field(None, description="memory per node")
-    scratch_size: Annotated[str | None, _optional(SIZE)] = Field(None, description="node-local scratch space")
+    memory: Annotated[str | None, optional(SIZE)] = Field(None, description="memory per node")
+    scratch_size: Annotated[str | None, optional(SIZE)] = Field(None, description="node-local scratch space")
 
     def __getitem__(self, key: str) -> Any:
         if key not in type(self).model_fields:
@@ -227,8 +220,11 @@ class Profile(Section):
     node: NodeFacts = Field(
         NodeFacts(), description="facts about a compute node (sizes; informational except as documentation)"
     )
-    workers: Annotated[int | None, _optional(_int(1, 1024))] = Field(
+    workers: Annotated[int | None, optional(_int(1, 1024))] = Field(
         None, description="local: pool size (default: one per GPU, else one per core)"
+    )
+    runs_per_worker: Annotated[int, _int(1, 64)] = Field(
+        1, description="compatible runs one worker trains as one fused model, unless a grid's resources say otherwise"
     )
     # -- placement of runs on GPUs
     placement: Annotated[str, _choice("gpu", "node")] = Field(
@@ -238,32 +234,32 @@ class Profile(Section):
     )
     gpus_per_node: Annotated[int, _int(1, 64)] = Field(4, description="GPUs of one node (packing: slots per task)")
     cpus_per_gpu: Annotated[int, _int(1, 1024)] = Field(1, description="CPUs requested per GPU")
-    memory_per_gpu: Annotated[str | None, _optional(SIZE)] = Field(
+    memory_per_gpu: Annotated[str | None, optional(SIZE)] = Field(
         None, description="memory per GPU; default: the grid's resources.memory per run"
     )
-    threads_per_run: Annotated[int | None, _optional(_int(1, 1024))] = Field(
+    threads_per_run: Annotated[int | None, optional(_int(1, 1024))] = Field(
         None, description="OMP/MKL threads of a worker; default: its CPUs"
     )
     exclusive: Annotated[bool, BOOL] = Field(False, description="node placement: ask for the whole node (--exclusive)")
     # -- scheduler settings
-    partition: Annotated[str | None, _optional(SCHEDULER_NAME)] = Field(None, description="Slurm partition")
-    account: Annotated[str | None, _optional(SCHEDULER_NAME)] = Field(None, description="Slurm account (--account)")
-    qos: Annotated[str | None, _optional(SCHEDULER_NAME)] = Field(None, description="Slurm quality of service (--qos)")
-    constraint: Annotated[str | None, _optional(SCHEDULER_NAME)] = Field(None, description="node features")
-    time_limit: Annotated[str | None, _optional(TIME)] = Field(
+    partition: Annotated[str | None, optional(SCHEDULER_NAME)] = Field(None, description="Slurm partition")
+    account: Annotated[str | None, optional(SCHEDULER_NAME)] = Field(None, description="Slurm account (--account)")
+    qos: Annotated[str | None, optional(SCHEDULER_NAME)] = Field(None, description="Slurm quality of service (--qos)")
+    constraint: Annotated[str | None, optional(SCHEDULER_NAME)] = Field(None, description="node features")
+    time_limit: Annotated[str | None, optional(TIME)] = Field(
         None, description="time limit of a task; default: the grid's resources.time_limit"
     )
-    max_time_limit: Annotated[str | None, _optional(TIME)] = Field(
+    max_time_limit: Annotated[str | None, optional(TIME)] = Field(
         None, description="the partition's limit: a longer request is an error"
     )
     signal_seconds: Annotated[int, _int(30, 65535)] = Field(
         120, description="USR2 to the job this many seconds before its time limit (checkpoint + requeue)"
     )
     max_requeues: Annotated[int, _int(0, 1000)] = Field(3, description="requeues of one array task after a signal")
-    max_concurrent_runs: Annotated[int | None, _optional(_int(1, 1_000_000))] = Field(
+    max_concurrent_runs: Annotated[int | None, optional(_int(1, 1_000_000))] = Field(
         None, description="sweep-wide limit on runs at once (% throttle)"
     )
-    max_array_size: Annotated[int | None, _optional(_int(1, 4_000_000))] = Field(
+    max_array_size: Annotated[int | None, optional(_int(1, 4_000_000))] = Field(
         None, description="default: MaxArraySize of `scontrol show config`"
     )
     poll_seconds: Annotated[float, _number(0.0, 3600.0)] = Field(
@@ -274,7 +270,7 @@ class Profile(Section):
         2.0, description="first retry delay; doubles with every retry"
     )
     # -- container and data
-    image: Annotated[str | None, _optional(BIND_PATH)] = Field(
+    image: Annotated[str | None, optional(BIND_PATH)] = Field(
         None, description="the Apptainer/Singularity image (.sif) the workers run in"
     )
     apptainer: Annotated[str, _choice("apptainer", "singularity")] = Field(
@@ -289,7 +285,7 @@ class Profile(Section):
     binds: Annotated[tuple[str, ...], BINDS] = Field(
         (), description="more directories bound into the container at the same path (suffix :ro or :rw)"
     )
-    data_dir: Annotated[str | None, _optional(BIND_PATH)] = Field(
+    data_dir: Annotated[str | None, optional(BIND_PATH)] = Field(
         None, description="datasets on the shared file system ($LSBENCH_DATA of workers)"
     )
     stage_data: Annotated[bool, BOOL] = Field(

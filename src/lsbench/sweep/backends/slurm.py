@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from lsbench.files import atomic_write_text
+from lsbench.fused.groups import group_runs
 from lsbench.store import RunRow, Store
 from lsbench.store.spool import ingest
 from lsbench.sweep.backends import BackendError, BackendInputError, SubmitOptions
@@ -222,14 +223,17 @@ def throttle_shares(sizes: Sequence[int], limit: int | None) -> tuple[list[int |
 
 
 def plan_arrays(
-    runs: Sequence[tuple[int, str]], slots: int, max_array_size: int, max_concurrent_runs: int | None
+    units: Sequence[Sequence[tuple[int, str]]], slots: int, max_array_size: int, max_concurrent_runs: int | None
 ) -> list[ArrayPlan]:
-    """Group runs (plan index, run id) into tasks of ``slots`` runs and the tasks into arrays.
+    """Put units of work (each the runs, as (plan index, run id), one worker trains) into tasks of ``slots`` units
+    and the tasks into arrays.
 
     An array holds at most ``max_array_size`` tasks: Slurm's limit is on the index (< MaxArraySize), and every
-    array is indexed from 0. ``max_concurrent_runs`` becomes a limit in tasks (``ceil(runs / slots)``).
+    array is indexed from 0. ``max_concurrent_runs`` becomes a limit in tasks (``ceil(runs / slots)``), counting a
+    fused unit as one run: it takes one slot.
     """
-    tasks = [ArrayTask(tuple(runs[start : start + slots])) for start in range(0, len(runs), slots)]
+    units = [tuple(unit) for unit in units]
+    tasks = [ArrayTask(tuple(units[start : start + slots])) for start in range(0, len(units), slots)]
     size = max(1, max_array_size)
     groups = [tuple(tasks[start : start + size]) for start in range(0, len(tasks), size)]
     limit = None if max_concurrent_runs is None else max(1, -(-max_concurrent_runs // slots))
@@ -421,7 +425,13 @@ class SlurmBackend:
         time_limit = profile.time_limit or wanted["time_limit"]
         slots = profile.slots(gpus)
         max_array = profile.max_array_size or read_max_array_size(self.environ)
-        plans = plan_arrays([(row.index, row.run_id) for row in runs], slots, max_array, profile.max_concurrent_runs)
+        runs_per_worker = int(sweep.read_meta().get("runs_per_worker", 1))
+        if runs_per_worker > 1:  # fused groups of compatible runs (lsbench.fused.groups), one worker each
+            grouped = group_runs([sweep.run_spec(row.index) for row in runs], runs_per_worker)
+        else:
+            grouped = [[position] for position in range(len(runs))]
+        units = [[(runs[position].index, runs[position].run_id) for position in unit] for unit in grouped]
+        plans = plan_arrays(units, slots, max_array, profile.max_concurrent_runs)
 
         slurm_dir = sweep_dir / SLURM_DIR
         slurm_dir.mkdir(parents=True, exist_ok=True)
@@ -443,6 +453,8 @@ class SlurmBackend:
         for position, plan in enumerate(plans, start=1):
             stem = f"s{submission:03d}-a{position:03d}"
             runs_each = f"{slots} {'run' if slots == 1 else 'runs'}"
+            if runs_per_worker > 1:
+                runs_each = f"{slots} {'worker' if slots == 1 else 'workers'} of up to {runs_per_worker} fused runs"
             label = f"submission {submission}, array {position} of {len(plans)}: {len(plan.tasks)} tasks of {runs_each}"
             tasks_file = slurm_dir / f"{stem}.tasks"
             atomic_write_text(tasks_file, render_tasks(plan.tasks, f"lsbench sweep {sweep.name}: {label}"))

@@ -52,20 +52,31 @@ def sbatch_value(value: str) -> str:
 
 @dataclass(frozen=True)
 class ArrayTask:
-    """One array task: the runs it trains, as (plan index, run id), one per slot."""
+    """One array task: one unit of work per slot, each the runs one worker trains, as (plan index, run id) -- one
+    run, or several trained together as one fused model (``resources.runs_per_worker``, :mod:`lsbench.fused`)."""
 
-    runs: tuple[tuple[int, str], ...]
+    units: tuple[tuple[tuple[int, str], ...], ...]
+
+    @property
+    def runs(self) -> tuple[tuple[int, str], ...]:
+        """Every run of the task, in order."""
+        return tuple(run for unit in self.units for run in unit)
 
 
 def render_tasks(tasks: Sequence[ArrayTask], header: str) -> str:
-    """The task table the job entry reads: ``TASK INDEX:RUN_ID [INDEX:RUN_ID ...]`` per line.
+    """The task table the job entry reads: ``TASK UNIT [UNIT ...]`` per line, a unit being ``INDEX:RUN_ID`` for one
+    run and ``INDEX+INDEX:RUN_ID+RUN_ID`` for a fused group.
 
     Array indices are re-based to 0 in every array; the table maps them back to the sweep's plan indices, so a
-    worker still needs nothing but the sweep directory and its plan index.
+    worker still needs nothing but the sweep directory and its plan indices.
     """
     lines = [f"# {line}" for line in header.splitlines()]
     for task_id, task in enumerate(tasks):
-        lines.append(f"{task_id} " + " ".join(f"{index}:{run_id}" for index, run_id in task.runs))
+        units = (
+            "+".join(str(index) for index, _ in unit) + ":" + "+".join(run_id for _, run_id in unit)
+            for unit in task.units
+        )
+        lines.append(f"{task_id} " + " ".join(units))
     return "\n".join(lines) + "\n"
 
 

@@ -58,6 +58,8 @@ Schema (every key not listed is an error)::
       gpus_per_run: 1            #   GPUs reserved per run, 1-64
       time_limit: "24:00:00"     #   "HH:MM:SS" or "D-HH:MM:SS", quoted
       memory: 16G                #   Slurm size: digits + optional K, M, G or T
+      runs_per_worker: null      #   1-64: compatible runs trained together as one fused model (lsbench.fused);
+                                 #   null = the profile's runs_per_worker, else 1
     store: null                  # optional SQLAlchemy URL; null = SQLite file in the sweep directory
 
 Rules:

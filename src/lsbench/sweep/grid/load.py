@@ -275,7 +275,9 @@ def _training(
 
 def _resources(file: GridFile) -> Resources:
     given = file.resources
-    return Resources(given.gpus_per_run, given.time_limit, given.memory) if given is not None else Resources()
+    if given is None:
+        return Resources()
+    return Resources(given.gpus_per_run, given.time_limit, given.memory, given.runs_per_worker)
 
 
 def _for_problem(value: Any, problem: str, default: Any) -> Any:

@@ -30,7 +30,15 @@ from lsbench.optim import OPTIMIZERS, HParam, OptimizerEntry
 from lsbench.problems import PROBLEMS
 from lsbench.runs.spec import DEFAULT_KIND, KINDS, TRAINING_FIELDS
 from lsbench.sweep.grid.points import canonical
-from lsbench.sweep.grid.types import DEFAULT_SEEDS, MAX_BATCH_SIZE, MAX_GPUS_PER_RUN, MAX_SEED, MAX_STEPS, Resources
+from lsbench.sweep.grid.types import (
+    DEFAULT_SEEDS,
+    MAX_BATCH_SIZE,
+    MAX_GPUS_PER_RUN,
+    MAX_RUNS_PER_WORKER,
+    MAX_SEED,
+    MAX_STEPS,
+    Resources,
+)
 from lsbench.sweep.layout import SWEEP_NAME_PATTERN
 from lsbench.sweep.schema import (
     Check,
@@ -41,6 +49,7 @@ from lsbench.sweep.schema import (
     exception_text,
     fail,
     key_path,
+    optional,
     problem_of,
     short,
 )
@@ -370,6 +379,10 @@ class ResourcesSection(Section):
     )
     time_limit: Annotated[str, TIME_LIMIT] = Field(Resources.time_limit, description='"HH:MM:SS" or "D-HH:MM:SS"')
     memory: Annotated[str, MEMORY] = Field(Resources.memory, description="Slurm size: digits and K, M, G or T")
+    runs_per_worker: Annotated[int | None, optional(_integer(1, MAX_RUNS_PER_WORKER, "a positive integer"))] = Field(
+        None,
+        description="compatible runs one worker trains together as one fused model (default: the profile's, else 1)",
+    )
 
 
 class BestOfSection(Section):

@@ -34,6 +34,7 @@ MAX_SEED = 2**32 - 1
 MAX_STEPS = 10**9
 MAX_BATCH_SIZE = 2**20
 MAX_GPUS_PER_RUN = 64
+MAX_RUNS_PER_WORKER = 64
 MAX_FILE_BYTES = 4 * 2**20
 
 
@@ -93,6 +94,8 @@ class Resources:
     gpus_per_run: int = 1
     time_limit: str = "24:00:00"
     memory: str = "16G"
+    runs_per_worker: int | None = None
+    """Runs one worker trains together as one fused model (lsbench.fused); None: the profile's, else 1."""
 
     @property
     def time_limit_seconds(self) -> int:
@@ -259,6 +262,12 @@ class Grid:
                 "gpus_per_run": self.resources.gpus_per_run,
                 "time_limit": self.resources.time_limit,
                 "memory": self.resources.memory,
+                # Only when set: the hashes of grids written before fused training existed stay the same.
+                **(
+                    {"runs_per_worker": self.resources.runs_per_worker}
+                    if self.resources.runs_per_worker is not None
+                    else {}
+                ),
             },
             "store": self.store,
             # Only when not the default: the hashes of grids written before kinds existed stay the same.

@@ -123,15 +123,18 @@ class SlurmSweepEnv:
         return path
 
     def grid(self, name: str, *, lrs: list[float], seeds: list[int], steps: int = 40, eval_every: int = 20,
-             time_limit: str = "00:10:00") -> Path:  # fmt: skip
+             time_limit: str = "00:10:00", runs_per_worker: int | None = None) -> Path:  # fmt: skip
         path = self.tmp / f"{name}.yaml"
+        resources: dict[str, Any] = {"gpus_per_run": 1, "time_limit": time_limit, "memory": "1G"}
+        if runs_per_worker is not None:
+            resources["runs_per_worker"] = runs_per_worker
         grid = {
             "name": name,
             "problems": ["digits_mlp"],
             "budget": {"steps": steps, "eval_every": eval_every},
             "seeds": seeds,
             "optimizers": {"sgd": {"grid": {"lr": lrs}}},
-            "resources": {"gpus_per_run": 1, "time_limit": time_limit, "memory": "1G"},
+            "resources": resources,
         }
         path.write_text(yaml.safe_dump(grid, sort_keys=False))
         return path

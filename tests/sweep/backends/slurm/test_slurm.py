@@ -197,6 +197,29 @@ def test_node_packing_runs_four_workers_on_four_gpus_and_resubmit_failed_takes_e
     env.wait("packed", lambda s: s["counts"] == {"completed": 4})
 
 
+def test_runs_per_worker_trains_fused_groups_in_array_tasks_and_records_every_run(slurm_env):
+    env = slurm_env
+    grid = env.grid("fused", lrs=[0.3, 0.1, 0.03], seeds=[1, 2], steps=60, eval_every=20, runs_per_worker=4)
+    submitted = env.run("submit", str(grid), "--profile", str(env.profile()))
+    assert submitted.returncode == 0, submitted.stderr
+    [array] = env.jobs("fused")["arrays"]
+    assert len(array["tasks"]) == 2  # six runs in units of at most four: one task each
+    table = (env.sweep("fused").path / "slurm" / "s001-a001.tasks").read_text().splitlines()
+    assert [line.split()[1].split(":")[0].count("+") for line in table if not line.startswith("#")] == [3, 1]
+    status = env.wait("fused", lambda s: s["counts"] == {"completed": 6})
+    assert not status["failures"]
+    sweep = env.sweep("fused")
+    with env.store("fused") as store:
+        for row in store.sweep_runs("fused"):
+            assert sorted({m.step for m in store.metrics(row.run_id)}) == [20, 40, 60]
+            [attempt] = store.attempts(row.run_id)
+            assert attempt.status == "completed" and attempt.job_id.startswith(f"{array['job_id']}_")
+            log = sweep.log_file(row.run_id).read_text()
+            assert "fused group of" in log and "completed at step 60" in log
+    aggregated = env.run("aggregate", "fused", "--format", "csv")
+    assert aggregated.returncode == 0 and len(aggregated.stdout.splitlines()) > 1
+
+
 def test_requeued_and_timed_out_runs_checkpoint_resume_and_match_an_uninterrupted_run(slurm_env):
     env = slurm_env
     grid = env.grid("requeue", lrs=[0.1], seeds=[1, 2], steps=1500, eval_every=100)

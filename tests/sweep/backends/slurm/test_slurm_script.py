@@ -144,11 +144,11 @@ def test_container_command_matches_golden():
 
 
 def test_array_plan_chunks_to_max_array_size_and_splits_the_throttle():
-    plans = plan_arrays([(i, f"r{i}") for i in range(12)], slots=1, max_array_size=5, max_concurrent_runs=4)
+    plans = plan_arrays([[(i, f"r{i}")] for i in range(12)], slots=1, max_array_size=5, max_concurrent_runs=4)
     assert [len(plan.tasks) for plan in plans] == [5, 5, 2]
     assert [plan.tasks[0].runs[0][0] for plan in plans] == [0, 5, 10]  # re-based: array indices 0..n-1
     assert sum(plan.throttle for plan in plans) == 4 and [plan.after for plan in plans] == [None] * 3
-    packed = plan_arrays([(i, f"r{i}") for i in range(10)], slots=4, max_array_size=1001, max_concurrent_runs=8)
+    packed = plan_arrays([[(i, f"r{i}")] for i in range(10)], slots=4, max_array_size=1001, max_concurrent_runs=8)
     assert [len(task.runs) for task in packed[0].tasks] == [4, 4, 2] and packed[0].throttle == 2  # 8 runs = 2 nodes
     assert throttle_shares([5, 5, 5], 2) == ([1, 1, 1], [None, None, 0])  # more arrays than slots: a chain
     assert throttle_shares([5, 1], 4) == ([2, 1], [None, None])

@@ -30,5 +30,5 @@ export LSBENCH_DATA_DIR=''
 export LSBENCH_STAGE_DATA=0
 export LSBENCH_SCRATCH='$TMPDIR'
 # The entry appends --index I --job-id J to the worker command and runs it once per slot.
-exec /bin/bash /TMP/runs/golden/slurm/lsbench-job-7dd324e675cc.sh \
+exec /bin/bash /TMP/runs/golden/slurm/lsbench-job-0a72a37d8205.sh \
     apptainer exec --nv --bind /TMP/runs/golden:/TMP/runs/golden --env PYTHONNOUSERSITE=1 --env LSBENCH_IMAGE_DIGEST=sha256:969692156363f09c3077bcfff7f5069fa72e96eff72ac3146064995c9838ffa7 /TMP/images/lsbench.sif python -m lsbench worker --sweep-dir /TMP/runs/golden --backend slurm
