@@ -23,6 +23,9 @@ A CPU has no TF32: there the ``tf32`` timings equal ``fp32`` and the ``tf32`` cu
 (:func:`lsbench.train.precision.imitate_tf32`: convolution and matrix-product operands rounded to 10 mantissa bits).
 The data is synthetic CIFAR-10-shaped (``cifar10shaped``), with CIFAR augmentation, so no dataset is needed.
 
+Last, **fused multi-run training**: runs per GPU-hour of ResNet-32 with PAL trained alone and as fused groups of
+K = 4, 8, 16 (:mod:`lsbench.fused`), and the projected GPU-hours of the ``pal_cifar10`` grid at the best K.
+
 Usage: ``python benchmarks/gpu_suite.py [--device cuda|cpu] [--quick] [--repeats 5] [--steps 20]``. On one GPU the
 full suite takes a few minutes; ``--device cpu --quick`` (batch 8, fewer steps, a two-batch LABPAL measurement)
 finishes in under a minute and checks that every part runs.
@@ -45,6 +48,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from fused_runs import STEPS_PER_RUN, baseline_step_seconds, configs, fused_step_seconds
 from lsbench.optim import ClosureFactory, TrainingContext, build_optimizer
 from lsbench.optim.labpal import parabola
 from lsbench.problems import build_problem
@@ -54,6 +58,8 @@ from lsbench.train.precision import PRECISIONS, closure_factory, imitate_tf32, n
 from optim_overhead import timed  # a script beside this one (benchmarks/ is on the path)
 
 WEIGHT_DECAY = 1e-4
+FUSED_KS = (4, 8, 16)
+PAL_CIFAR10_RUNS = 1_128  # src/lsbench/sweep/grids/pal_cifar10.yaml, each STEPS_PER_RUN steps
 NEAR, FAR = 1.77e-4, 0.01
 CONTENDERS = {
     "sgd": {"lr": 0.1, "momentum": 0.9},
@@ -219,6 +225,32 @@ def near_probe_curvatures(model, loss_fn, pool, device, batches: int) -> dict[st
     return results
 
 
+def fused_rows(device: torch.device, settings: Settings, quick: bool) -> list[str]:
+    """Runs per GPU-hour of ResNet-32 trained with PAL alone and as fused groups of K (lsbench.fused), fp32, and the
+    projected GPU-hours of the pal_cifar10 grid at the best K (``benchmarks/fused_runs.py`` does the timing)."""
+    problem, ks = "cifar10shaped_resnet32", ((2,) if quick else FUSED_KS)
+    alone = baseline_step_seconds(configs(problem, "pal", 1, str(device), settings.batch)[0], settings.steps, 1)
+    rows = [(1, alone, 1)]
+    for k in ks:
+        group = configs(problem, "pal", k, str(device), settings.batch)
+        rows.append((k, fused_step_seconds(group, settings.steps, settings.repeats), k))
+    lines = [f"{'ResNet-32, PAL, fp32':<22}{'ms/step':>9}{'runs/GPU-hour':>15}{'x alone':>9}"]
+    best_k, best_seconds = 1, alone
+    for k, seconds, copies in rows:
+        rate = copies * 3600 / (seconds * STEPS_PER_RUN)
+        label = "alone" if k == 1 else f"fused K={k}"
+        lines.append(f"{label:<22}{seconds * 1e3:>9.2f}{rate:>15.3f}{alone * copies / seconds:>9.2f}")
+        if seconds / copies < best_seconds / best_k:
+            best_k, best_seconds = copies, seconds
+    hours = PAL_CIFAR10_RUNS * STEPS_PER_RUN * best_seconds / best_k / 3600
+    alone_hours = PAL_CIFAR10_RUNS * STEPS_PER_RUN * alone / 3600
+    lines.append(
+        f"pal_cifar10 grid ({PAL_CIFAR10_RUNS:,} runs x {STEPS_PER_RUN:,} steps, all priced as ResNet-32 PAL): "
+        f"{alone_hours:,.0f} GPU-hours alone, {hours:,.0f} GPU-hours fused at K={best_k} ({hours / 24:,.1f} GPU-days)"
+    )
+    return lines
+
+
 def hardware(device: torch.device) -> list[str]:
     meta = device_metadata(device)
     cpu = platform.processor() or platform.machine()
@@ -298,6 +330,7 @@ def main() -> None:
     sampler_syncs = sum("synchroniz" in str(w.message) for w in caught) if device.type == "cuda" else None
 
     curvatures = near_probe_curvatures(model, loss_fn, pool, device, settings.curvature_batches)
+    fused = fused_rows(device, settings, args.quick)
 
     sgd_fp32 = statistics.median(seconds[("sgd", "fp32")])
     print(
@@ -355,6 +388,10 @@ def main() -> None:
     resolution = curvatures["resolution"][0]
     relative = resolution / abs(a64)
     print(f"float32 resolution of a (one rounding of each probe loss): +-{resolution:.3g} ({relative:.1e} relative)")
+    print()
+    print(f"fused multi-run training (lsbench.fused; {settings.repeats} repeats x {settings.steps} timed steps):")
+    for line in fused:
+        print(line)
     print(f"total time: {time.perf_counter() - started:.1f} s")
 
 
