@@ -229,19 +229,18 @@ def fused_rows(device: torch.device, settings: Settings, quick: bool) -> list[st
     """Runs per GPU-hour of ResNet-32 trained with PAL alone and as fused groups of K (lsbench.fused), fp32, and the
     projected GPU-hours of the pal_cifar10 grid at the best K (``benchmarks/fused_runs.py`` does the timing)."""
     problem, ks = "cifar10shaped_resnet32", ((2,) if quick else FUSED_KS)
-    alone = baseline_step_seconds(configs(problem, "pal", 1, str(device), settings.batch)[0], settings.steps, 1)
-    rows = [(1, alone, 1)]
+    alone_config = configs(problem, "pal", 1, str(device), settings.batch)[0]
+    alone = baseline_step_seconds(alone_config, settings.steps, settings.repeats)
+    rows = [(1, alone)]
     for k in ks:
         group = configs(problem, "pal", k, str(device), settings.batch)
-        rows.append((k, fused_step_seconds(group, settings.steps, settings.repeats), k))
+        rows.append((k, fused_step_seconds(group, settings.steps, settings.repeats)))
     lines = [f"{'ResNet-32, PAL, fp32':<22}{'ms/step':>9}{'runs/GPU-hour':>15}{'x alone':>9}"]
-    best_k, best_seconds = 1, alone
-    for k, seconds, copies in rows:
-        rate = copies * 3600 / (seconds * STEPS_PER_RUN)
+    for k, seconds in rows:
+        rate = k * 3600 / (seconds * STEPS_PER_RUN)
         label = "alone" if k == 1 else f"fused K={k}"
-        lines.append(f"{label:<22}{seconds * 1e3:>9.2f}{rate:>15.3f}{alone * copies / seconds:>9.2f}")
-        if seconds / copies < best_seconds / best_k:
-            best_k, best_seconds = copies, seconds
+        lines.append(f"{label:<22}{seconds * 1e3:>9.2f}{rate:>15.3f}{alone * k / seconds:>9.2f}")
+    best_k, best_seconds = min(rows, key=lambda row: row[1] / row[0])
     hours = PAL_CIFAR10_RUNS * STEPS_PER_RUN * best_seconds / best_k / 3600
     alone_hours = PAL_CIFAR10_RUNS * STEPS_PER_RUN * alone / 3600
     lines.append(
