@@ -143,8 +143,8 @@ def test_before_every_unit_the_process_is_put_back_as_a_fresh_worker_has_it():
     expected = torch.rand(4)
     threads = torch.get_num_threads()
     torch.set_num_threads(threads + 1)  # what a run could leave behind
-    torch.use_deterministic_algorithms(not fresh.deterministic)
+    torch.use_deterministic_algorithms(not fresh.deterministic[0])
     with fresh.restored():
         assert torch.equal(torch.rand(4), expected)
         assert torch.get_num_threads() == threads
-        assert torch.are_deterministic_algorithms_enabled() == fresh.deterministic
+        assert torch.are_deterministic_algorithms_enabled() == fresh.deterministic[0]

@@ -471,8 +471,7 @@ class _ProcessState:
     cpu_rng: torch.Tensor
     initial_seed: int
     threads: int
-    deterministic: bool
-    deterministic_warn_only: bool
+    deterministic: tuple[bool, bool]  # deterministic algorithms on, and only warning where there is none
 
     @classmethod
     def capture(cls) -> _ProcessState:
@@ -480,8 +479,7 @@ class _ProcessState:
             cpu_rng=torch.get_rng_state(),
             initial_seed=torch.initial_seed(),
             threads=torch.get_num_threads(),
-            deterministic=torch.are_deterministic_algorithms_enabled(),
-            deterministic_warn_only=torch.is_deterministic_algorithms_warn_only_enabled(),
+            deterministic=_deterministic_flags(),
         )
 
     @contextlib.contextmanager
@@ -493,14 +491,23 @@ class _ProcessState:
         from; reading their state instead would start CUDA in a worker that trains on the CPU.
         """
         gc.collect()  # the previous unit's model and data go now, not during the next run's steps
+        # What is left is the process' own (modules, caches); frozen, it is not walked by every later collection
+        # again (with torch imported a full collection takes a good fraction of a second).
+        gc.freeze()
         if torch.cuda.is_initialized():
             torch.cuda.empty_cache()
             torch.cuda.manual_seed_all(self.initial_seed)
         torch.set_rng_state(self.cpu_rng)
-        torch.set_num_threads(self.threads)
-        torch.use_deterministic_algorithms(self.deterministic, warn_only=self.deterministic_warn_only)
+        if torch.get_num_threads() != self.threads:
+            torch.set_num_threads(self.threads)
+        if _deterministic_flags() != self.deterministic:  # setting them costs a second the first time
+            torch.use_deterministic_algorithms(self.deterministic[0], warn_only=self.deterministic[1])
         with warnings.catch_warnings():
             yield
+
+
+def _deterministic_flags() -> tuple[bool, bool]:
+    return torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
 
 
 @contextlib.contextmanager
