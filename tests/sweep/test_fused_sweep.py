@@ -4,12 +4,14 @@ everything a user sees -- status, the store's rows, metrics, logs, aggregate -- 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
 from lsbench.store import Store
 from lsbench.sweep.layout import SweepDir
+from lsbench.train.checkpoint import CHECKPOINT
 
 GRID = """\
 name: {name}
@@ -65,3 +67,49 @@ def test_a_fused_sweep_records_every_run_as_an_unfused_one_does(tmp_path: Path, 
     fused_table = sweep_cli(root, "aggregate", "fused", "--format", "csv").stdout.splitlines()
     plain_table = sweep_cli(root, "aggregate", "plain", "--format", "csv").stdout.splitlines()
     assert fused_table[0] == plain_table[0] and len(fused_table) == len(plain_table)
+
+
+STOPPED = """\
+name: stopped
+problems: [digits_mlp]
+seeds: [1]
+budget: {steps: 30000, eval_every: 1000}
+optimizers:
+  sgd:
+    grid: {lr: [1000.0, 0.1, 0.03, 0.01]}
+    fixed: {momentum: 0.9}
+resources: {runs_per_worker: 4}
+"""
+
+
+def test_a_cancelled_group_resumes_its_unfinished_runs_and_leaves_the_diverged_one(tmp_path: Path, sweep_cli) -> None:
+    root = tmp_path / "runs"
+    grid = tmp_path / "stopped.yaml"
+    grid.write_text(STOPPED)
+    assert sweep_cli(root, "submit", str(grid)).returncode == 0
+    sweep = SweepDir(root / "stopped")
+    deadline = time.monotonic() + 120
+    while True:  # the diverged run is recorded at its first evaluation point; the others train on
+        status = json.loads(sweep_cli(root, "status", "stopped", "--json").stdout)
+        if status["counts"].get("diverged") == 1:
+            break
+        assert time.monotonic() < deadline, status
+        time.sleep(0.2)
+    assert sweep_cli(root, "cancel", "stopped").returncode == 0
+    with Store(sweep.store_url()) as store:
+        states = {row.run_id: row.status for row in store.sweep_runs("stopped")}
+    assert sorted(states.values()) == ["cancelled", "cancelled", "cancelled", "diverged"], states
+    unfinished = {run_id for run_id, state in states.items() if state == "cancelled"}
+    assert all((sweep.run_dir(run_id) / CHECKPOINT).exists() for run_id in unfinished)
+
+    again = sweep_cli(root, "resubmit", "stopped", "--wait")
+    assert again.returncode == 0, again.stderr
+    with Store(sweep.store_url()) as store:
+        for row in store.sweep_runs("stopped"):
+            attempts = [attempt.status for attempt in store.attempts(row.run_id)]
+            if row.run_id in unfinished:  # resumed from its own checkpoint, in a group of the three
+                assert row.status == "completed" and attempts == ["preempted", "completed"]
+                assert sorted({m.step for m in store.metrics(row.run_id)}) == list(range(1000, 30001, 1000))
+                assert "fused group of 3" in sweep.log_file(row.run_id).read_text()
+            else:
+                assert row.status == "diverged" and attempts == ["diverged"]

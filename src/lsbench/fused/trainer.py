@@ -58,6 +58,7 @@ from lsbench.train.trainer import (
 __all__ = ["FusedClosures", "FusedGroup", "evaluate_copies", "train_group"]
 
 OnEval = Callable[[EvalPoint], None] | None
+OnResult = Callable[[TrainResult], None] | None
 
 
 class FusedClosures(ClosureFactory):
@@ -118,10 +119,11 @@ def evaluate_copies(model: FusedModel, loss_fn: nn.Module, data: EvalSplit) -> l
 class _Copy:
     """What one run of the group keeps for itself."""
 
-    def __init__(self, config: TrainConfig, out_dir: Path | None, on_eval: OnEval) -> None:
+    def __init__(self, config: TrainConfig, out_dir: Path | None, on_eval: OnEval, on_result: OnResult) -> None:
         self.config = config
         self.out_dir = out_dir
         self.on_eval = on_eval
+        self.on_result = on_result
         self.history: list[EvalPoint] = []
         self.elapsed_before = 0.0
         self.resumed_from_step: int | None = None
@@ -135,7 +137,13 @@ class _Copy:
 class FusedGroup:
     """The state of a fused group between steps: what the runs' checkpoints hold."""
 
-    def __init__(self, configs: Sequence[TrainConfig], out_dirs: Sequence[Path | None], on_eval: Sequence[OnEval]):
+    def __init__(
+        self,
+        configs: Sequence[TrainConfig],
+        out_dirs: Sequence[Path | None],
+        on_eval: Sequence[OnEval],
+        on_result: Sequence[OnResult] | None = None,
+    ) -> None:
         first = configs[0]
         keys = {group_key(config.run) for config in configs}
         if None in keys:
@@ -153,7 +161,8 @@ class FusedGroup:
         run = first.run
         self.device = torch.device(first.device)
         self.checkpoint_every = first.checkpoint_every
-        self.copies = [_Copy(c, d, e) for c, d, e in zip(configs, out_dirs, on_eval, strict=True)]
+        results = on_result if on_result is not None else [None] * len(configs)
+        self.copies = [_Copy(*each) for each in zip(configs, out_dirs, on_eval, results, strict=True)]
         self.problems = [
             build_problem(
                 c.run.problem,
@@ -299,6 +308,8 @@ class FusedGroup:
         )
         if copy.out_dir is not None and status != "interrupted":
             write_outputs(copy.out_dir, copy.result, self.model.copy_state_dict(k))
+        if copy.on_result is not None:
+            copy.on_result(copy.result)
 
 
 def train_group(
@@ -307,6 +318,7 @@ def train_group(
     *,
     on_eval: Sequence[OnEval] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    on_result: Sequence[OnResult] | None = None,
 ) -> list[TrainResult]:
     """Train K compatible runs as one fused group, resuming them from their checkpoints; one result per run.
 
@@ -317,6 +329,8 @@ def train_group(
         on_eval: one callback per run, called with each of its new evaluation points.
         should_stop: polled after every step but the last; True checkpoints every unfinished run and returns them
             ``"interrupted"``.
+        on_result: one callback per run, called with its result as soon as the run ends -- a diverged run while the
+            others still train -- so that a worker can record it at once.
 
     Raises:
         ValueError: the runs cannot be fused together, or their checkpoints are at different steps.
@@ -335,7 +349,7 @@ def train_group(
         if directory is not None:
             directory.mkdir(parents=True, exist_ok=True)
     with deterministic_algorithms(device), numerics(configs[0].run.precision):
-        group = FusedGroup(configs, directories, callbacks)
+        group = FusedGroup(configs, directories, callbacks, on_result)
         group.resume()
         group.train(should_stop)
     return [copy.result for copy in group.copies if copy.result is not None]

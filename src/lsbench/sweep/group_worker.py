@@ -37,7 +37,6 @@ from lsbench.store.spool import SpoolWriter
 from lsbench.sweep.layout import SweepDir
 from lsbench.sweep.protocol import (
     EXIT_BUSY,
-    EXIT_DIVERGED,
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -180,6 +179,21 @@ def _train_part(
 
         return record
 
+    recorded: dict[int, int] = {}
+
+    def finisher(index: int) -> Callable[[TrainResult], None]:
+        def finish(result: TrainResult) -> None:
+            """Record a run's result when it ends -- a diverged run while its group trains on."""
+            if result.status == "interrupted" or index in recorded:
+                return
+            run_id, attempt_id = specs[index].run_id, attempts[index]
+            recorded[index] = record_result(store, run_id, attempt_id, result)
+            for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):  # the result is stored; the run will never resume
+                (sweep.run_dir(run_id) / name).unlink(missing_ok=True)
+            _say(sweep, run_id, f"attempt {attempt_id}: {result.status} at step {result.steps_done}")
+
+        return finish
+
     with contextlib.ExitStack() as beating:
         lost = [
             beating.enter_context(heartbeats(store, specs[i].run_id, attempts[i], lambda i=i: last_steps[i]))
@@ -188,26 +202,30 @@ def _train_part(
         try:
             out_dirs = [sweep.run_dir(specs[i].run_id) for i in training]
             callbacks = [recorder(i) for i in training]
-            results = _train(configs, out_dirs, callbacks, lambda: stop_requested() or any(f() for f in lost))
+            finishers = [finisher(i) for i in training]
+            stopping = [stop_requested, *lost]
+            results = _train(configs, out_dirs, callbacks, finishers, lambda: any(stop() for stop in stopping))
         except Exception:
             text = traceback.format_exc()
             print(text, file=sys.stderr, flush=True)
             for index in training:
+                if index in recorded:
+                    continue
                 _say(sweep, specs[index].run_id, text.rstrip())
                 store.set_run_status(specs[index].run_id, "failed", end_attempt=(attempts[index], EXIT_FAILURE))
                 codes[index] = EXIT_FAILURE
-            return codes
+            return {**codes, **recorded}
     for index, result, claim_lost in zip(training, results, lost, strict=True):
+        if index in recorded:
+            codes[index] = recorded[index]
+            continue
         run_id, attempt_id = specs[index].run_id, attempts[index]
         if claim_lost():
             _say(sweep, run_id, f"attempt {attempt_id}: another worker took the run over; stopped")
             store.end_attempt(run_id, attempt_id, "preempted", EXIT_BUSY)
             codes[index] = EXIT_BUSY
             continue
-        code = codes[index] = record_result(store, run_id, attempt_id, result)
-        if code in (EXIT_OK, EXIT_DIVERGED):
-            for name in (CHECKPOINT, PREVIOUS_CHECKPOINT):
-                (sweep.run_dir(run_id) / name).unlink(missing_ok=True)
+        codes[index] = record_result(store, run_id, attempt_id, result)
         _say(sweep, run_id, f"attempt {attempt_id}: {result.status} at step {result.steps_done}")
     return codes
 
@@ -216,15 +234,18 @@ def _train(
     configs: list[TrainConfig],
     out_dirs: list[Path],
     on_eval: list[Callable[[dict[str, float]], None]],
+    on_result: list[Callable[[TrainResult], None]],
     should_stop: Callable[[], bool],
 ) -> list[TrainResult]:
     """A fused group; a part of one run trains alone (:func:`lsbench.train.train` continues a fused checkpoint as a
     group of one)."""
     if len(configs) == 1:
-        return [train(configs[0], out_dirs[0], on_eval=on_eval[0], should_stop=should_stop)]
+        result = train(configs[0], out_dirs[0], on_eval=on_eval[0], should_stop=should_stop)
+        on_result[0](result)
+        return [result]
     from lsbench.fused.trainer import train_group
 
-    return train_group(configs, out_dirs, on_eval=on_eval, should_stop=should_stop)
+    return train_group(configs, out_dirs, on_eval=on_eval, should_stop=should_stop, on_result=on_result)
 
 
 def _say(sweep: SweepDir, run_id: str, text: str) -> None:
