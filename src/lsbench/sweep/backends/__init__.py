@@ -1,8 +1,9 @@
 """Backends start workers for the queued runs of a sweep and tell whether any are still in flight.
 
-Every backend starts the same entry, ``python -m lsbench worker --sweep-dir DIR --index I``, which finds its run in
-the sweep directory and records its own progress in the store. A backend therefore only has to start, watch and
-stop workers:
+Every backend starts the same entry, ``python -m lsbench worker --sweep-dir DIR --index I`` (``--index I+J+K`` for
+runs trained together as one fused model, ``resources.runs_per_worker``; the local pool keeps one such process per
+slot and hands it unit after unit with ``--serve``), which finds its runs in the sweep directory and records its own
+progress in the store. A backend therefore only has to start, watch and stop workers:
 
 * ``local`` -- a detached process pool on this machine (:mod:`lsbench.sweep.backends.local`);
 * ``slurm`` -- array jobs on a Slurm cluster, each task running workers in an Apptainer image

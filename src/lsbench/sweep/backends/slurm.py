@@ -427,7 +427,7 @@ class SlurmBackend:
         max_array = profile.max_array_size or read_max_array_size(self.environ)
         runs_per_worker = int(sweep.read_meta().get("runs_per_worker", 1))
         if runs_per_worker > 1:  # fused groups of compatible runs (lsbench.fused.groups), one worker each
-            grouped = group_runs([sweep.run_spec(row.index) for row in runs], runs_per_worker)
+            grouped = group_runs([row.spec for row in runs], runs_per_worker)
         else:
             grouped = [[position] for position in range(len(runs))]
         units = [[(runs[position].index, runs[position].run_id) for position in unit] for unit in grouped]
