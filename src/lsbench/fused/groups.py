@@ -17,30 +17,25 @@ from collections.abc import Sequence
 
 from lsbench.runs.spec import DEFAULT_KIND, RunSpec, canonical_json
 
+_LABPAL_SCHEDULE = (
+    "sgd_steps",
+    "approximation_batch_size",
+    "batch_size_schedule",
+    "noise_factor",
+    "estimator",
+    "untrustworthy_updates",
+    "averaging_window",
+)
+"""What fixes when LABPAL measures and how many batches it averages: its copies step through one schedule."""
+
 SHARED_HPARAMS: dict[str, tuple[str, ...]] = {
     "sgd": ("nesterov", "lr_schedule"),
     "adam": ("lr_schedule",),
     "rmsprop": ("lr_schedule",),
     "pal": (),
     "sls": ("reset_option", "max_backtracks"),
-    "labpal_sgd": (
-        "sgd_steps",
-        "approximation_batch_size",
-        "batch_size_schedule",
-        "noise_factor",
-        "estimator",
-        "untrustworthy_updates",
-        "averaging_window",
-    ),
-    "labpal_nsgd": (
-        "sgd_steps",
-        "approximation_batch_size",
-        "batch_size_schedule",
-        "noise_factor",
-        "estimator",
-        "untrustworthy_updates",
-        "averaging_window",
-    ),
+    "labpal_sgd": _LABPAL_SCHEDULE,
+    "labpal_nsgd": _LABPAL_SCHEDULE,
 }
 """The optimizers that train fused, each with the hyperparameters that must be equal within a group."""
 
