@@ -34,10 +34,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from lsbench.sweep.cli import build_parser as sweep_parser
     from lsbench.sweep.cli import dispatch
 
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["sweep"]:
+        # Only the sweep commands' parser: the other commands' modules import torch (about 2 s), which status,
+        # aggregate and report on a login node -- and `make demo` after its training -- never need.
+        parser = sweep_parser(prog="lsbench sweep")
+        return dispatch(parser, parser.parse_args(args[1:]))
     parser = build_parser()
-    return dispatch(parser, parser.parse_args(argv))
+    return dispatch(parser, parser.parse_args(args))
 
 
 if __name__ == "__main__":

@@ -405,8 +405,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     add_image_commands(subparsers)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sweep", description=__doc__.splitlines()[0])
+def build_parser(prog: str = "sweep") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.splitlines()[0])
     add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
     return parser
 
