@@ -39,6 +39,7 @@ from lsbench.fused.model import FusedModel, copy_losses, fuse_models
 from lsbench.fused.optim import build_fused_optimizer
 from lsbench.optim import ClosureFactory, StepReport, TrainingContext
 from lsbench.problems import build_problem
+from lsbench.problems.evaluation import split_sums
 from lsbench.problems.sampling import EvalSplit
 from lsbench.train.checkpoint import load_checkpoint, save_checkpoint
 from lsbench.train.precision import autocast, check_precision_supported, numerics
@@ -92,26 +93,16 @@ def evaluate_copies(model: FusedModel, loss_fn: nn.Module, data: EvalSplit) -> l
     :func:`lsbench.problems.evaluate` computes it for one model: every copy sees the same chunks, the sums stay on
     the device and are read once."""
     copies = model.copies
-    was_training = model.training
-    model.eval()
-    try:
-        loss_sum: Tensor | None = None
-        correct: Tensor | None = None
-        count = 0
-        for inputs, targets in data.batches(data.eval_batch_size):
-            shared_inputs = inputs.unsqueeze(0).expand(copies, *inputs.shape)
-            shared_targets = targets.unsqueeze(0).expand(copies, *targets.shape)
-            outputs = model(shared_inputs)
-            elements = targets.numel()
-            chunk_loss = copy_losses(loss_fn, outputs, shared_targets).double() * elements
-            chunk_correct = (outputs.argmax(dim=-1) == shared_targets).reshape(copies, -1).sum(dim=1)
-            loss_sum = chunk_loss if loss_sum is None else loss_sum + chunk_loss
-            correct = chunk_correct if correct is None else correct + chunk_correct
-            count += elements
-    finally:
-        model.train(was_training)
-    if loss_sum is None or correct is None:
-        raise ValueError("cannot evaluate on an empty split")
+
+    def score(inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        shared_inputs = inputs.unsqueeze(0).expand(copies, *inputs.shape)
+        shared_targets = targets.unsqueeze(0).expand(copies, *targets.shape)
+        outputs = model(shared_inputs)
+        loss = copy_losses(loss_fn, outputs, shared_targets).double() * targets.numel()
+        return loss, (outputs.argmax(dim=-1) == shared_targets).reshape(copies, -1).sum(dim=1)
+
+    loss_sum, correct, count = split_sums(model, data, score, data.eval_batch_size)
+    assert correct is not None
     values = torch.stack([loss_sum, correct.double()], dim=1).tolist()
     return [(loss / count, hits / count) for loss, hits in values]
 

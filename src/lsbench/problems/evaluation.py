@@ -61,27 +61,44 @@ def evaluate(
     chunk = data.eval_batch_size if batch_size is None else batch_size
     if chunk < 1:
         raise ValueError(f"batch_size must be positive, got {chunk}")
+
+    def score(inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor | None]:
+        logits = model(inputs)
+        loss = loss_fn(logits, targets).double() * targets.numel()
+        return loss, None if targets.is_floating_point() else (logits.argmax(dim=-1) == targets).sum()
+
+    loss_sum, correct, count = split_sums(model, data, score, chunk)
+    if correct is None:
+        return loss_sum.item() / count, math.nan
+    values = torch.stack([loss_sum, correct.double()]).tolist()
+    return values[0] / count, values[1] / count
+
+
+Score = Callable[[Tensor, Tensor], tuple[Tensor, Tensor | None]]
+"""One chunk's ``(loss sum, correct predictions)`` as device tensors (scalars, or one per fused copy); the count is
+None for a regression."""
+
+
+@torch.no_grad()
+def split_sums(model: nn.Module, data: EvalSplit, score: Score, chunk: int) -> tuple[Tensor, Tensor | None, int]:
+    """The sums of ``score`` over all of ``data`` in chunks of ``chunk`` samples, computed in eval mode (the model's
+    mode is restored), and the number of target elements they cover.
+
+    The one evaluation loop: :func:`evaluate` scores one model, :func:`lsbench.fused.trainer.evaluate_copies` every
+    copy of a fused model. The sums stay on the device, so the caller reads them in one host synchronisation."""
     was_training = model.training
     model.eval()
     try:
         loss_sum: Tensor | None = None
         correct: Tensor | None = None
         count = 0
-        regression = False
         for inputs, targets in data.batches(chunk):
-            logits = model(inputs)
-            elements = targets.numel()
-            batch_loss = loss_fn(logits, targets).double() * elements
-            loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
-            regression = targets.is_floating_point()
-            if not regression:
-                batch_correct = (logits.argmax(dim=-1) == targets).sum()
-                correct = batch_correct if correct is None else correct + batch_correct
-            count += elements
+            chunk_loss, chunk_correct = score(inputs, targets)
+            loss_sum = chunk_loss if loss_sum is None else loss_sum + chunk_loss
+            if chunk_correct is not None:
+                correct = chunk_correct if correct is None else correct + chunk_correct
+            count += targets.numel()
     finally:
         model.train(was_training)
     assert loss_sum is not None
-    if regression:
-        return loss_sum.item() / count, math.nan
-    assert correct is not None
-    return loss_sum.item() / count, correct.item() / count
+    return loss_sum, correct, count
