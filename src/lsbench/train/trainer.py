@@ -269,7 +269,8 @@ def train(
     directory = None if out_dir is None else Path(out_dir)
     if directory is not None:
         directory.mkdir(parents=True, exist_ok=True)
-    if directory is not None and _fused_checkpoint(directory):  # a run that began in a fused group continues as one
+    loaded = load_checkpoint(directory) if directory is not None else None
+    if loaded is not None and loaded[0].get(FUSED_CHECKPOINT):  # a run that began in a fused group continues as one
         from lsbench.fused.trainer import train_group
 
         [result] = train_group([config], [directory], on_eval=[on_eval], should_stop=should_stop)
@@ -277,18 +278,13 @@ def train(
     with deterministic_algorithms(device), numerics(config.run.precision):
         run = _Run(config, directory)
         if directory is not None:
-            run.resume(directory)
+            run.resume(loaded)
         result = run.train(directory if config.checkpoint_every else None, on_eval, should_stop)
         if run.scan is not None:
             run.scan.flush()
     if directory is not None and result.status != "interrupted":
         write_outputs(directory, result, run.problem.model.state_dict())
     return result
-
-
-def _fused_checkpoint(directory: Path) -> bool:
-    loaded = load_checkpoint(directory)
-    return loaded is not None and bool(loaded[0].get(FUSED_CHECKPOINT))
 
 
 @contextlib.contextmanager
@@ -451,9 +447,8 @@ class _Run:
             "lines": self.scan.state_dict() if self.scan is not None else None,
         }
 
-    def resume(self, out_dir: Path) -> None:
-        """Continue from the newest readable checkpoint in ``out_dir``, if any."""
-        loaded = load_checkpoint(out_dir)
+    def resume(self, loaded: tuple[dict[str, Any], Path] | None) -> None:
+        """Continue from the checkpoint :func:`load_checkpoint` found in the output directory, if any."""
         if loaded is None:
             if self.scan is not None:
                 self.scan.start()
@@ -472,7 +467,7 @@ class _Run:
             torch.cuda.set_rng_state(state["cuda_rng"], self.device)
         if self.scan is not None:
             self.scan.load_state_dict(state["lines"])
-        _log.info("resuming %s from %s at step %d", out_dir, path.name, self.step)
+        _log.info("resuming %s from %s at step %d", path.parent, path.name, self.step)
 
     # -- training ------------------------------------------------------------------------------------------
 
